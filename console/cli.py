@@ -1,0 +1,79 @@
+"""`opsconsole`: one entry point for every job and tool.
+
+Each subcommand lives in `console/commands/<name>.py` with a `register(subparsers)` function.
+Importing this module must not import Textual: the headless path never loads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from engine.errors import EXIT_CODES_HELP, ExitCode, OpsError
+from engine.redact import redact
+
+# Order is the order shown in --help.
+COMMAND_MODULES = [
+    "console.commands.demo",
+    "console.commands.enrich",
+    "console.commands.gates",
+    "console.commands.mutations",
+    "console.commands.reset",
+    "console.commands.data",
+    "console.commands.pipeline",
+    "console.commands.replay",
+    "console.commands.config",
+    "console.commands.doctor",
+    "console.commands.db",
+    "console.commands.selftest",
+    "console.commands.serve",
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # usage errors: one clear line, exit 2, no traceback
+        self.print_usage(sys.stderr)
+        self.exit(int(ExitCode.USAGE), f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="opsconsole",
+        description="Ops Console: run and watch the forecast pipeline and the ClickHouse enrichment job. "
+        "Run with no command to open the console.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue  # not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command is None:
+            from console.commands.ui import open_console
+
+            return int(open_console(args))
+        return int(args.func(args))
+    except OpsError as exc:
+        print(f"opsconsole: {redact(str(exc))}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("opsconsole: interrupted", file=sys.stderr)
+        return int(ExitCode.ABORTED)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Subcommands. Shared argument helpers live here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import anyio
+
+from engine.errors import ExitCode
+from engine.events import JobState
+from engine.runner import Job, JobOutcome
+from engine.settings import Settings, load_settings
+
+
+def add_job_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-ui", action="store_true", help="run headless (no TUI): progress on a TTY, plain lines otherwise")
+    parser.add_argument(
+        "--log-format", choices=("auto", "plain", "json"), default="auto",
+        help="headless output: rich progress on a TTY (auto), timestamped lines (plain), or JSON lines (json)",
+    )
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return load_settings()
+
+
+def wants_ui(args: argparse.Namespace) -> bool:
+    return not getattr(args, "no_ui", True) and sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def run_job_command(job: Job, settings: Settings, args: argparse.Namespace, resources: dict[str, Any] | None = None) -> int:
+    """Run a job in the TUI (default on a terminal) or headless (`--no-ui`, or no terminal)."""
+    if wants_ui(args):
+        try:
+            from console.tui.launch import run_job_in_tui
+        except ModuleNotFoundError:
+            pass
+        else:
+            return int(run_job_in_tui(job, settings, resources=resources))
+    from console.headless import run_headless
+
+    outcome: JobOutcome = anyio.run(lambda: run_headless(job, settings, log_format=args.log_format, resources=resources))
+    return finish(outcome)
+
+
+def finish(outcome: JobOutcome) -> int:
+    if outcome.state is JobState.FAILED:
+        print(f"opsconsole: job failed: {outcome.error}", file=sys.stderr)
+    if outcome.state is JobState.ABORTED:
+        import os
+
+        # Worker threads may still be inside a database call; the checkpoint on disk is already
+        # consistent, so leave now rather than wait for them.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(ExitCode.ABORTED))
+    return int(outcome.exit_code)

@@ -1,0 +1,140 @@
+"""Headless rendering of a job's event stream: rich progress on a TTY, plain lines otherwise,
+JSON lines with `--log-format json`. Never imports Textual (checked by a test)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from enum import Enum
+from typing import Any, TextIO
+
+import anyio
+
+from engine.bus import EventBus, Subscription
+from engine.control import Control
+from engine.events import Event, LogLine, Progress, StateChanged
+from engine.redact import redact
+from engine.runner import Job, JobOutcome, format_event, run_job
+from engine.settings import Settings
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+class PlainRenderer:
+    """Timestamped lines; progress at most every `progress_every` seconds per step."""
+
+    def __init__(self, stream: TextIO, progress_every: float = 5.0) -> None:
+        self.stream = stream
+        self.progress_every = progress_every
+        self._last_progress: dict[tuple[str, str], float] = {}
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, Progress):
+            key = (event.job, event.step)
+            now = time.monotonic()
+            finished = event.total is not None and event.done >= event.total
+            if not finished and now - self._last_progress.get(key, 0.0) < self.progress_every:
+                return
+            self._last_progress[key] = now
+        line = format_event(event)
+        if line is not None:
+            self.stream.write(redact(line) + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class JsonRenderer(PlainRenderer):
+    def handle(self, event: Event) -> None:
+        if isinstance(event, Progress):
+            key = (event.job, event.step)
+            now = time.monotonic()
+            if now - self._last_progress.get(key, 0.0) < 1.0 and not (event.total and event.done >= event.total):
+                return
+            self._last_progress[key] = now
+        record = {"type": type(event).__name__, **_jsonable(asdict(event))}
+        self.stream.write(redact(json.dumps(record, default=str)) + "\n")
+        self.stream.flush()
+
+
+class RichRenderer:
+    """Live progress bars (one per step) with log lines scrolling above them."""
+
+    def __init__(self, stream: TextIO) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.console = Console(file=stream)
+        self.progress = RichProgress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=False,
+        )
+        self.tasks: dict[tuple[str, str], Any] = {}
+        self.progress.start()
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, Progress):
+            key = (event.job, event.step)
+            if key not in self.tasks:
+                self.tasks[key] = self.progress.add_task(f"{event.job}:{event.step}", total=event.total, unit=event.unit)
+            self.progress.update(self.tasks[key], completed=event.done, total=event.total)
+            return
+        line = format_event(event)
+        if line is None:
+            return
+        style = ""
+        if isinstance(event, LogLine):
+            style = {"ERROR": "red", "WARNING": "yellow", "DEBUG": "dim"}.get(event.level, "")
+        elif isinstance(event, StateChanged):
+            style = "bold cyan"
+        elif type(event).__name__ == "Failure":
+            style = "red"
+        self.console.print(redact(line), style=style, markup=False, highlight=False)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def make_renderer(log_format: str, stream: TextIO | None = None) -> Any:
+    stream = stream or sys.stdout
+    if log_format == "json":
+        return JsonRenderer(stream)
+    if log_format == "plain" or not stream.isatty():
+        return PlainRenderer(stream)
+    return RichRenderer(stream)
+
+
+async def render(sub: Subscription, renderer: Any) -> None:
+    async for event in sub:
+        renderer.handle(event)
+
+
+async def run_headless(job: Job, settings: Settings, *, log_format: str = "auto", stream: TextIO | None = None,
+                       resources: dict[str, Any] | None = None) -> JobOutcome:
+    bus = EventBus()
+    sub = bus.subscribe()
+    renderer = make_renderer(log_format, stream)
+    control = Control(job.name, bus, job.live_settings())
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(render, sub, renderer)
+            try:
+                outcome = await run_job(job, settings, bus, control, resources=resources)
+            finally:
+                bus.close()
+    finally:
+        renderer.close()
+    return outcome

@@ -1,0 +1,209 @@
+"""Runs one job: lock, pid file, log file, signals, task group, final state and exit code."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+from pydantic import BaseModel
+
+from engine.bus import EventBus
+from engine.control import Control
+from engine.errors import ExitCode, OpsError
+from engine.events import (
+    CheckpointSaved,
+    Event,
+    Failure,
+    JobState,
+    LogLine,
+    Progress,
+    StateChanged,
+    Summary,
+)
+from engine.files import atomic_write_bytes, ensure_private_dir, open_private_append
+from engine.locks import ProcessLock
+from engine.redact import redact
+from engine.settings import Settings
+
+
+@dataclass
+class JobContext:
+    name: str
+    settings: Settings
+    control: Control[Any]
+    bus: EventBus
+    resources: dict[str, Any] = field(default_factory=dict)
+
+    def emit(self, event: Event) -> None:
+        self.bus.publish(event)
+
+    def log(self, message: str, level: str = "INFO", step: str = "") -> None:
+        self.bus.publish(LogLine(job=self.name, level=level, message=message, step=step))
+
+    def progress(self, step: str, done: int, total: int | None, unit: str = "items", **detail: Any) -> None:
+        self.bus.publish(Progress(job=self.name, step=step, done=done, total=total, unit=unit, detail=detail))
+
+    def failure(self, where: str, reason: str, retriable: bool = True, step: str = "") -> None:
+        self.bus.publish(Failure(job=self.name, where=where, reason=reason, retriable=retriable, step=step))
+
+
+class Job(Protocol):
+    #: lock, pid and log file stem: runtime/<name>.lock, .pid, .console.log
+    name: str
+
+    def live_settings(self) -> BaseModel: ...
+
+    async def run(self, ctx: JobContext) -> None:
+        """Do the work; return when done or when `ctx.control.boundary()` says stop."""
+
+
+@dataclass
+class JobOutcome:
+    state: JobState
+    exit_code: ExitCode
+    error: str = ""
+    elapsed_s: float = 0.0
+
+
+def _fmt_ts(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+def format_event(event: Event) -> str | None:
+    """One plain line per event (log file and non-TTY output); None for events not worth a line."""
+    ts = _fmt_ts(event.ts)
+    if isinstance(event, LogLine):
+        return f"{ts} {event.level:<7} {event.job}{':' + event.step if event.step else ''} {event.message}"
+    if isinstance(event, StateChanged):
+        return f"{ts} STATE   {event.job} {event.state.value}{' — ' + event.reason if event.reason else ''}"
+    if isinstance(event, Failure):
+        kind = "retriable" if event.retriable else "permanent"
+        return f"{ts} FAILURE {event.job} {event.where}: {event.reason} ({kind})"
+    if isinstance(event, CheckpointSaved):
+        return (
+            f"{ts} CHECKPT {event.job}:{event.step} {event.where} batch_idx={event.batch_idx} "
+            f"pairs_done={event.pairs_done} cursor={event.cursor}"
+        )
+    if isinstance(event, Progress):
+        total = f"/{event.total}" if event.total is not None else ""
+        return f"{ts} PROGRESS {event.job}:{event.step} {event.done}{total} {event.unit}"
+    if isinstance(event, Summary):
+        return f"{ts} SUMMARY {event.job} {event.data}"
+    return None
+
+
+class LogFileSink:
+    """Appends every event worth a line to runtime/<job>.console.log, redacted."""
+
+    def __init__(self, path: Path) -> None:
+        self.fh = open_private_append(path)
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Progress):
+            return  # progress lines would drown the log; checkpoints record the position
+        line = format_event(event)
+        if line is not None:
+            self.fh.write(redact(line) + "\n")
+
+    def write(self, text: str) -> None:
+        self.fh.write(redact(text) + "\n")
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def job_lock(settings: Settings, name: str) -> ProcessLock:
+    return ProcessLock(
+        settings.runtime / f"{name}.lock",
+        f"job '{name}'",
+        hint="a second runner is refused so two processes never write the same rows; "
+        "watch the first with `tail -f runtime/" + name + ".console.log`, or stop it: kill -TERM {pid}",
+    )
+
+
+async def run_job(
+    job: Job,
+    settings: Settings,
+    bus: EventBus,
+    control: Control[Any] | None = None,
+    *,
+    handle_signals: bool = True,
+    resources: dict[str, Any] | None = None,
+) -> JobOutcome:
+    """Run `job` to completion, stop or failure. Raises LockHeld if another runner holds the job."""
+    ensure_private_dir(settings.runtime)
+    control = control or Control(job.name, bus, job.live_settings())
+    lock = job_lock(settings, job.name)
+    lock.acquire()
+    pid_path = settings.runtime / f"{job.name}.pid"
+    atomic_write_bytes(pid_path, f"{os.getpid()}\n".encode())
+    sink = LogFileSink(settings.runtime / f"{job.name}.console.log")
+    bus.add_listener(sink)
+    ctx = JobContext(job.name, settings, control, bus, resources or {})
+    started = time.monotonic()
+    outcome = JobOutcome(JobState.FAILED, ExitCode.FAILED)
+    aborted = False
+
+    try:
+        sink.write(f"{_fmt_ts(time.time())} START   {job.name} pid={os.getpid()}")
+        async with anyio.create_task_group() as tg:
+            job_scope = anyio.CancelScope()
+
+            async def watch_signals() -> None:
+                nonlocal aborted
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for signum in signals:
+                        name = signal.Signals(signum).name
+                        if not control.stop_requested:
+                            ctx.log(f"{name} received: finishing the current unit of work, then stopping "
+                                    "(send it again to abort at once)", level="WARNING")
+                            control.stop(f"{name} received")
+                        else:
+                            ctx.log(f"second {name}: aborting now; the last checkpoint stays valid", level="ERROR")
+                            aborted = True
+                            job_scope.cancel()
+                            return
+
+            async def run() -> None:
+                nonlocal outcome
+                with job_scope:
+                    try:
+                        control.started()
+                        await job.run(ctx)
+                    except OpsError as exc:
+                        outcome = JobOutcome(JobState.FAILED, exc.exit_code, redact(str(exc)))
+                    except anyio.get_cancelled_exc_class():
+                        raise
+                    except Exception as exc:  # the job failed: say what, keep the details in the log
+                        sink.write(redact(traceback.format_exc()))
+                        outcome = JobOutcome(JobState.FAILED, ExitCode.FAILED, redact(f"{type(exc).__name__}: {exc}"))
+                    else:
+                        if control.stop_requested:
+                            outcome = JobOutcome(JobState.STOPPED, ExitCode.OK, control.stop_reason)
+                        else:
+                            outcome = JobOutcome(JobState.DONE, ExitCode.OK)
+                if job_scope.cancelled_caught or aborted:
+                    outcome = JobOutcome(JobState.ABORTED, ExitCode.ABORTED, "aborted by a second signal")
+                tg.cancel_scope.cancel()
+
+            if handle_signals:
+                tg.start_soon(watch_signals)
+            tg.start_soon(run)
+    finally:
+        outcome.elapsed_s = time.monotonic() - started
+        if outcome.state is JobState.FAILED and outcome.error:
+            ctx.log(f"job failed: {outcome.error}", level="ERROR")
+        control.finish(outcome.state, outcome.error or "")
+        sink.write(f"{_fmt_ts(time.time())} END     {job.name} state={outcome.state.value} exit={int(outcome.exit_code)}")
+        bus._callbacks.remove(sink)
+        sink.close()
+        pid_path.unlink(missing_ok=True)
+        lock.release()
+    return outcome

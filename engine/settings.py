@@ -1,0 +1,191 @@
+"""Settings: environment variables, then `.env.local`, then `.env`, then defaults.
+
+Names follow the runbooks (`SUPABASE_DB_URL`, `CLICKHOUSE_HOST`, `BATCH_SIZE`, ...). Secrets are
+`SecretStr` and registered with the redactor as soon as settings load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from dotenv import dotenv_values
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.errors import BadInput
+from engine.redact import redact, register_secret
+
+ENV_FILES = (".env", ".env.local")  # later files win
+
+
+def _alias(*names: str) -> Any:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=ENV_FILES,
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    environment: str = Field("development", validation_alias=_alias("ENVIRONMENT"))
+    runtime_dir: Path = Field(Path("runtime"), validation_alias=_alias("OPSCONSOLE_RUNTIME_DIR"))
+
+    # Postgres: a URL means that server; none means the embedded server under runtime/postgres.
+    postgres_url: SecretStr | None = Field(None, validation_alias=_alias("SUPABASE_DB_URL", "POSTGRES_URL"))
+    postgres_pooler: Literal["auto", "session", "transaction"] = Field(
+        "auto", validation_alias=_alias("POSTGRES_POOLER_MODE")
+    )
+
+    # ClickHouse: a URL or host means clickhouse-connect; none means embedded chDB.
+    clickhouse_url: SecretStr | None = Field(None, validation_alias=_alias("CLICKHOUSE_URL"))
+    clickhouse_host: str | None = Field(None, validation_alias=_alias("CLICKHOUSE_HOST"))
+    clickhouse_port: int | None = Field(None, validation_alias=_alias("CLICKHOUSE_PORT"))
+    clickhouse_user: str = Field("default", validation_alias=_alias("CLICKHOUSE_USER"))
+    clickhouse_password: SecretStr | None = Field(None, validation_alias=_alias("CLICKHOUSE_PASSWORD"))
+    clickhouse_database: str = Field("opsconsole", validation_alias=_alias("CLICKHOUSE_DATABASE"))
+    clickhouse_secure: bool = Field(False, validation_alias=_alias("CLICKHOUSE_SECURE"))
+    # Embedded chDB data directory (default runtime/clickhouse). chDB holds one path per process.
+    clickhouse_path: Path | None = Field(None, validation_alias=_alias("CLICKHOUSE_PATH"))
+
+    # Forecast pipeline
+    openai_api_key: SecretStr | None = Field(None, validation_alias=_alias("OPENAI_API_KEY"))
+    openai_base_url: str | None = Field(None, validation_alias=_alias("OPENAI_BASE_URL"))
+    gemini_api_key: SecretStr | None = Field(None, validation_alias=_alias("GEMINI_API_KEY", "GOOGLE_API_KEY"))
+    gemini_base_url: str | None = Field(None, validation_alias=_alias("GEMINI_BASE_URL"))
+    polymarket_base_url: str = Field(
+        "https://gamma-api.polymarket.com", validation_alias=_alias("POLYMARKET_BASE_URL")
+    )
+    ingestion_filters: dict[str, Any] = Field(default_factory=dict, validation_alias=_alias("INGESTION_FILTERS"))
+    ingestion_page_size: int = Field(100, ge=1, le=500, validation_alias=_alias("INGESTION_PAGE_SIZE"))
+    pipeline_event_batch_size: int = Field(4, ge=1, le=256, validation_alias=_alias("PIPELINE_EVENT_BATCH_SIZE"))
+    pipeline_debug_dump_dir: Path | None = Field(None, validation_alias=_alias("PIPELINE_DEBUG_DUMP_DIR"))
+
+    # Enrichment Step D
+    batch_size: int = Field(300, ge=1, le=100_000, validation_alias=_alias("BATCH_SIZE"))
+    mutation_wait_every: int = Field(5, ge=1, le=10_000, validation_alias=_alias("MUTATION_WAIT_EVERY"))
+    mutation_wait_timeout_s: float = Field(600.0, gt=0, validation_alias=_alias("MUTATION_WAIT_TIMEOUT"))
+    write_strategy: Literal["auto", "lightweight", "classic"] = Field(
+        "auto", validation_alias=_alias("STEP_D_WRITE_STRATEGY")
+    )
+
+    @field_validator("ingestion_filters", mode="before")
+    @classmethod
+    def _filters_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return {}
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"INGESTION_FILTERS must be a JSON object: {exc.msg}") from None
+        if not isinstance(value, dict):
+            raise ValueError("INGESTION_FILTERS must be a JSON object")
+        return value
+
+    # --- derived paths -------------------------------------------------------------------------
+    @property
+    def runtime(self) -> Path:
+        return self.runtime_dir.expanduser().resolve()
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.runtime / "postgres"
+
+    @property
+    def clickhouse_dir(self) -> Path:
+        return (self.clickhouse_path or self.runtime / "clickhouse").expanduser().resolve()
+
+    @property
+    def debug_dump_dir(self) -> Path:
+        return (self.pipeline_debug_dump_dir or self.runtime / "debug-dumps").expanduser().resolve()
+
+    @property
+    def postgres_embedded(self) -> bool:
+        return self.postgres_url is None
+
+    @property
+    def clickhouse_embedded(self) -> bool:
+        return self.clickhouse_url is None and not self.clickhouse_host
+
+    def secrets(self) -> list[str]:
+        values = [self.postgres_url, self.clickhouse_url, self.clickhouse_password, self.openai_api_key, self.gemini_api_key]
+        out = [v.get_secret_value() for v in values if v is not None]
+        # The password inside a DSN is a secret on its own too (it may be logged by a driver).
+        for url in (self.postgres_url, self.clickhouse_url):
+            if url is not None:
+                from urllib.parse import urlsplit
+
+                try:
+                    pw = urlsplit(url.get_secret_value()).password
+                except ValueError:
+                    pw = None
+                if pw:
+                    out.append(pw)
+        return out
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load settings; invalid values become a `BadInput` naming the variable, not a traceback."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "settings"
+            lines.append(f"  {loc.upper()}: {err['msg']}")
+        raise BadInput("invalid settings:\n" + redact("\n".join(lines))) from None
+    for secret in settings.secrets():
+        register_secret(secret)
+    return settings
+
+
+# --- where each value came from (for `opsconsole config`) ------------------------------------------
+@dataclass(frozen=True)
+class SettingRow:
+    name: str
+    value: str
+    source: str
+
+
+SECRET_FIELDS = {"postgres_url", "clickhouse_url", "clickhouse_password", "openai_api_key", "gemini_api_key"}
+
+
+def describe(settings: Settings) -> list[SettingRow]:
+    file_values: list[tuple[str, dict[str, str | None]]] = []
+    for name in reversed(ENV_FILES):  # highest priority first
+        if Path(name).is_file():
+            file_values.append((name, dotenv_values(name)))
+    rows: list[SettingRow] = []
+    for field_name, field in Settings.model_fields.items():
+        aliases = list(field.validation_alias.choices) if isinstance(field.validation_alias, AliasChoices) else [field_name]
+        source = "default"
+        shown_name = str(aliases[0])
+        for alias in aliases:
+            if str(alias) in os.environ:
+                source, shown_name = f"environment ({alias})", str(alias)
+                break
+        else:
+            for file_name, values in file_values:
+                hit = next((a for a in aliases if str(a) in values), None)
+                if hit is not None:
+                    source, shown_name = f"{file_name} ({hit})", str(hit)
+                    break
+        value = getattr(settings, field_name)
+        if field_name in SECRET_FIELDS:
+            text = "(not set)" if value is None else "***"
+        elif isinstance(value, dict):
+            text = json.dumps(value)
+        else:
+            text = "(not set)" if value is None else str(value)
+        rows.append(SettingRow(shown_name, redact(text), source))
+    rows.append(SettingRow("(postgres)", "embedded: " + str(settings.postgres_dir) if settings.postgres_embedded else "server (URL)", "derived"))
+    rows.append(SettingRow("(clickhouse)", "embedded chDB: " + str(settings.clickhouse_dir) if settings.clickhouse_embedded else "server (clickhouse-connect)", "derived"))
+    return rows

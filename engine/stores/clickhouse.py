@@ -1,0 +1,359 @@
+"""ClickHouse behind one interface: embedded chDB (no URL) or a server through clickhouse-connect.
+
+The same SQL runs on both. Values are always bound as server-side parameters (`{name:Type}`),
+never formatted into the statement. Calls are blocking; async callers use the `a*` wrappers,
+which run them in worker threads so the event loop never waits on the database.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from engine.errors import BadInput, StoreUnavailable
+from engine.locks import ProcessLock
+from engine.redact import redact
+from engine.settings import Settings
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def ident(name: str) -> str:
+    """Validate an identifier (database, table) that must appear in SQL text; quoted with backticks."""
+    if not _IDENT.match(name):
+        raise BadInput(f"invalid ClickHouse identifier {name!r}: use letters, digits and underscores")
+    return f"`{name}`"
+
+
+class ClickHouseError(Exception):
+    """A statement failed on the server/engine. `code` is ClickHouse's error code when known."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(redact(message))
+        self.code = code
+
+
+@dataclass
+class QueryResult:
+    columns: list[str]
+    types: list[str]
+    rows: list[tuple[Any, ...]]
+
+    def dicts(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row)) for row in self.rows]
+
+    def scalar(self) -> Any:
+        return self.rows[0][0] if self.rows else None
+
+
+_CODE = re.compile(r"Code: (\d+)")
+
+
+def _convert(value: Any, type_name: str) -> Any:
+    """JSON values from chDB → the Python types clickhouse-connect returns for the same column."""
+    if value is None:
+        return None
+    t = type_name
+    while True:
+        m = re.match(r"^(Nullable|LowCardinality)\((.*)\)$", t)
+        if not m:
+            break
+        t = m[2]
+    if t.startswith("Decimal"):
+        return Decimal(str(value))
+    if re.match(r"^U?Int(8|16|32|64|128|256)$", t):
+        return int(value)
+    if t.startswith("Float"):
+        return float(value)
+    if t.startswith("DateTime"):
+        text = str(value)
+        return datetime.fromisoformat(text) if text else None
+    if t == "Date" or t == "Date32":
+        return date.fromisoformat(str(value))
+    if t.startswith("Array("):
+        inner = t[len("Array("):-1]
+        return [_convert(v, inner) for v in value]
+    return value
+
+
+class ClickHouse:
+    """Shared interface. Subclasses implement `_query`, `_command`, `_insert`."""
+
+    backend = "?"
+
+    def __init__(self, database: str) -> None:
+        ident(database)
+        self.database = database
+
+    # --- blocking API --------------------------------------------------------------------------
+    # Statements name tables as `$db.table`: the database is a validated identifier substituted
+    # here, because chDB's "current database" is shared by every user of the process.
+    def sql(self, text: str) -> str:
+        return text.replace("$db.", f"{ident(self.database)}.")
+
+    def query(self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> QueryResult:
+        return self._query(self.sql(sql), params or {}, settings or {})
+
+    def command(self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> None:
+        self._command(self.sql(sql), params or {}, settings or {})
+
+    def insert_rows(self, table: str, columns: list[str], rows: list[tuple[Any, ...]] | list[list[Any]]) -> None:
+        if rows:
+            ident(table)
+            for c in columns:
+                ident(c)
+            self._insert(table, columns, rows)
+
+    def scalar(self, sql: str, params: dict[str, Any] | None = None) -> Any:
+        return self.query(sql, params).scalar()
+
+    def version(self) -> str:
+        return str(self.scalar("SELECT version()"))
+
+    def supports_lightweight_update(self) -> bool:
+        """Patch-part `UPDATE` (ClickHouse 25.7+): probed on a scratch table, not guessed from the version."""
+        table = "$db._ops_probe_lightweight_update"
+        try:
+            self.command(f"DROP TABLE IF EXISTS {table}")
+            self.command(
+                f"CREATE TABLE {table} (k UInt8, v UInt8) ENGINE = MergeTree ORDER BY k "
+                "SETTINGS enable_block_number_column = 1, enable_block_offset_column = 1"
+            )
+            self.command(f"INSERT INTO {table} VALUES (1, 1)")
+            self.command(f"UPDATE {table} SET v = 2 WHERE k = 1")
+            return self.scalar(f"SELECT v FROM {table} WHERE k = 1") == 2
+        except ClickHouseError:
+            return False
+        finally:
+            try:
+                self.command(f"DROP TABLE IF EXISTS {table}")
+            except ClickHouseError:
+                pass
+
+    def close(self) -> None:
+        pass
+
+    # --- async wrappers: blocking drivers stay off the event loop ----------------------------
+    async def aquery(self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> QueryResult:
+        return await anyio.to_thread.run_sync(lambda: self.query(sql, params, settings), abandon_on_cancel=True)
+
+    async def acommand(self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> None:
+        await anyio.to_thread.run_sync(lambda: self.command(sql, params, settings), abandon_on_cancel=True)
+
+    async def ascalar(self, sql: str, params: dict[str, Any] | None = None) -> Any:
+        return (await self.aquery(sql, params)).scalar()
+
+    async def ainsert_rows(self, table: str, columns: list[str], rows: list[Any]) -> None:
+        await anyio.to_thread.run_sync(lambda: self.insert_rows(table, columns, rows), abandon_on_cancel=True)
+
+    # --- subclass hooks ------------------------------------------------------------------------
+    def _query(self, sql: str, params: dict[str, Any], settings: dict[str, Any]) -> QueryResult:
+        raise NotImplementedError
+
+    def _command(self, sql: str, params: dict[str, Any], settings: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _insert(self, table: str, columns: list[str], rows: list[Any]) -> None:
+        raise NotImplementedError
+
+
+# --- chDB --------------------------------------------------------------------------------------
+_chdb_guard = threading.Lock()
+_chdb_open: dict[str, Any] = {}  # path -> (session, lock); chDB allows one data path per process
+
+
+def _settings_prefix(settings: dict[str, Any]) -> str:
+    if not settings:
+        return ""
+    parts = []
+    for key, value in settings.items():
+        ident(key)
+        if isinstance(value, bool):
+            value = int(value)
+        if not isinstance(value, (int, float)):
+            value = "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+        parts.append(f"{key} = {value}")
+    return " SETTINGS " + ", ".join(parts)
+
+
+def _chdb_param(value: Any) -> Any:
+    # chDB takes parameters as text; lists/tuples go in ClickHouse literal syntax.
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_literal(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (Decimal, datetime, date)):
+        return str(value)
+    return value
+
+
+def _literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, (int, float, Decimal)):
+        return str(value)
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
+class ChdbClickHouse(ClickHouse):
+    backend = "chdb"
+
+    def __init__(self, path: Path, database: str) -> None:
+        super().__init__(database)
+        self.path = path.expanduser().resolve()
+        self._session = self._open_session(self.path)
+        self._command(f"CREATE DATABASE IF NOT EXISTS {ident(database)}", {}, {})
+
+    @staticmethod
+    def _open_session(path: Path) -> Any:
+        key = str(path)
+        with _chdb_guard:
+            if key in _chdb_open:
+                return _chdb_open[key][0]
+            if _chdb_open:
+                other = next(iter(_chdb_open))
+                raise StoreUnavailable(f"chDB already has {other} open in this process; it cannot open {key} too")
+            path.mkdir(parents=True, exist_ok=True)
+            lock = ProcessLock(
+                path.parent / f"{path.name}.lock",
+                f"the embedded ClickHouse data directory {path}",
+                hint="chDB lets one process use a data directory at a time. Wait for that process, "
+                "stop it gracefully (kill -TERM {pid}), or set CLICKHOUSE_URL to use a ClickHouse server",
+            )
+            lock.acquire()
+            from chdb import session as chdb_session
+
+            try:
+                sess = chdb_session.Session(str(path))
+            except Exception as exc:
+                lock.release()
+                raise StoreUnavailable(
+                    f"could not open the embedded ClickHouse in {path}: {exc}",
+                    hint="another program may hold it; check `fuser -v " + str(path / "status") + "`",
+                ) from None
+            _chdb_open[key] = (sess, lock)
+            return sess
+
+    @staticmethod
+    def close_all() -> None:
+        with _chdb_guard:
+            for sess, lock in _chdb_open.values():
+                try:
+                    sess.close()
+                finally:
+                    lock.release()
+            _chdb_open.clear()
+
+    def _run(self, sql: str, params: dict[str, Any], fmt: str) -> Any:
+        try:
+            return self._session.query(sql, fmt, params={k: _chdb_param(v) for k, v in params.items()} or None)
+        except Exception as exc:
+            text = str(exc)
+            m = _CODE.search(text)
+            raise ClickHouseError(text, int(m[1]) if m else None) from None
+
+    def _query(self, sql: str, params: dict[str, Any], settings: dict[str, Any]) -> QueryResult:
+        all_settings = {
+            "output_format_json_quote_decimals": 1,
+            "output_format_json_quote_64bit_integers": 1,
+            "output_format_json_quote_denormals": 1,
+            **settings,
+        }
+        res = self._run(f"{sql}{_settings_prefix(all_settings)}", {**params}, "JSONCompact")
+        text = res.bytes().decode() if hasattr(res, "bytes") else str(res)
+        if not text.strip():
+            return QueryResult([], [], [])
+        doc = json.loads(text)
+        names = [m["name"] for m in doc["meta"]]
+        types = [m["type"] for m in doc["meta"]]
+        rows = [tuple(_convert(v, t) for v, t in zip(row, types)) for row in doc["data"]]
+        return QueryResult(names, types, rows)
+
+    def _command(self, sql: str, params: dict[str, Any], settings: dict[str, Any]) -> None:
+        self._run(f"{sql}{_settings_prefix(settings)}", params, "CSV")
+
+    def _insert(self, table: str, columns: list[str], rows: list[Any]) -> None:
+        # Rows go as JSONEachRow text in one statement: typed by the table, no string-built SQL.
+        lines = "\n".join(json.dumps(dict(zip(columns, row)), default=str) for row in rows)
+        cols = ", ".join(ident(c) for c in columns)
+        self._run(f"INSERT INTO {ident(self.database)}.{ident(table)} ({cols}) FORMAT JSONEachRow\n{lines}", {}, "CSV")
+
+
+# --- server through clickhouse-connect -------------------------------------------------------------
+class HttpClickHouse(ClickHouse):
+    backend = "http"
+
+    def __init__(self, settings: Settings, database: str) -> None:
+        super().__init__(database)
+        import clickhouse_connect
+
+        kwargs: dict[str, Any] = {
+            "username": settings.clickhouse_user,
+            "password": settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else "",
+            "secure": settings.clickhouse_secure,
+            "database": "default",
+            "autogenerate_session_id": False,
+            "connect_timeout": 10,
+            "send_receive_timeout": 600,
+        }
+        if settings.clickhouse_url is not None:
+            kwargs["dsn"] = settings.clickhouse_url.get_secret_value()
+        else:
+            kwargs["host"] = settings.clickhouse_host
+            if settings.clickhouse_port:
+                kwargs["port"] = settings.clickhouse_port
+        try:
+            self.client = clickhouse_connect.get_client(**kwargs)
+            self.client.command(f"CREATE DATABASE IF NOT EXISTS {ident(database)}")
+            self.client.database = database
+        except Exception as exc:
+            raise StoreUnavailable(
+                f"cannot connect to ClickHouse server: {redact(str(exc))}",
+                hint="check CLICKHOUSE_URL or CLICKHOUSE_HOST/PORT/USER/PASSWORD, or unset them to use embedded chDB",
+            ) from None
+        self.url = self.client.url if hasattr(self.client, "url") else ""
+
+    def _wrap(self, fn: Any) -> Any:
+        try:
+            return fn()
+        except Exception as exc:
+            text = str(exc)
+            m = _CODE.search(text)
+            raise ClickHouseError(text, int(m[1]) if m else None) from None
+
+    def _query(self, sql: str, params: dict[str, Any], settings: dict[str, Any]) -> QueryResult:
+        res = self._wrap(lambda: self.client.query(sql, parameters=params or None, settings=settings or None))
+        types = [t.name for t in res.column_types]
+        return QueryResult(list(res.column_names), types, [tuple(r) for r in res.result_rows])
+
+    def _command(self, sql: str, params: dict[str, Any], settings: dict[str, Any]) -> None:
+        self._wrap(lambda: self.client.command(sql, parameters=params or None, settings=settings or None))
+
+    def _insert(self, table: str, columns: list[str], rows: list[Any]) -> None:
+        self._wrap(lambda: self.client.insert(table, [list(r) for r in rows], column_names=columns, database=self.database))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_clickhouse(settings: Settings, database: str | None = None) -> ClickHouse:
+    """Blocking; call from a worker thread in async code (see `aopen_clickhouse`)."""
+    db = database or settings.clickhouse_database
+    if settings.clickhouse_embedded:
+        return ChdbClickHouse(settings.clickhouse_dir, db)
+    return HttpClickHouse(settings, db)
+
+
+async def aopen_clickhouse(settings: Settings, database: str | None = None) -> ClickHouse:
+    return await anyio.to_thread.run_sync(lambda: open_clickhouse(settings, database))
