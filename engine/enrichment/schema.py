@@ -1,0 +1,231 @@
+"""ClickHouse DDL for enrichment, in one place. `ensure_schema(ch)` is idempotent.
+
+Choices that the rest of the code relies on:
+
+* Money is exact. `price`, payouts and `shares` are `Decimal(18, 6)`: on-chain USDC amounts and
+  outcome-token amounts have 6 decimals, and Polymarket prices have at most 6. Every product of two
+  of them (`usd_value`, a trade's P&L) has scale 12, so `usd_value`, `fee_usd` and
+  `realized_pnl_usd` are `Decimal(38, 12)`: the products and their sums are held without rounding
+  (26 integer digits), reruns give bit-identical values and value conservation is an exact 0.
+  SQL that multiplies two Decimal(18, 6) must widen one side to Decimal128 first (`toDecimal128`):
+  ClickHouse keeps the operand width, and Decimal64 at scale 12 would overflow past 10^6.
+* `realized_pnl_usd` is Nullable: NULL means "not computed / unresolved", so gate `pnl_nulls` can
+  actually fail (a non-Nullable column defaults to 0 and hides missing work).
+* `trades_raw` is sorted by (wallet_address, condition_id, trade_id): Step D walks pairs in exactly
+  that order and updates one contiguous key range per batch, which the primary index prunes.
+* Tables that Step D or resets update carry `enable_block_number_column = 1,
+  enable_block_offset_column = 1` so lightweight `UPDATE` (patch parts) works where supported.
+* Dimension tables (`markets_dim`, `events_dim`, `market_resolutions`) are ReplacingMergeTree on
+  their natural key with `updated_at` as version: re-fetching a market is an upsert. Readers that need
+  one row per key use `FINAL` (or argMax). `trades_raw` is a plain MergeTree: loaders keep
+  `trade_id` unique by inserting only ids not yet present.
+"""
+
+from __future__ import annotations
+
+from engine.stores.clickhouse import ClickHouse
+
+# Column names, for loaders and tests (order = table order).
+TRADES_COLUMNS = [
+    "trade_id", "wallet_address", "market_id", "condition_id", "outcome_index", "side", "price",
+    "shares", "usd_value", "fee_usd", "timestamp", "tx_hash", "canonical_category",
+    "realized_pnl_usd", "is_resolved",
+]
+MARKETS_COLUMNS = [
+    "market_id", "condition_id", "question", "slug", "event_id", "category", "canonical_category",
+    "outcomes", "clob_token_ids", "closed", "end_date", "source", "updated_at",
+]
+RESOLUTION_COLUMNS = ["condition_id", "market_id", "payouts", "resolved_at", "source", "updated_at"]
+OUTCOME_COLUMNS = [
+    "wallet_address", "condition_id", "market_id", "resolved_outcome", "final_side", "won",
+    "resolved_at", "canonical_category", "num_trades", "final_shares", "realized_pnl_usd",
+]
+
+# Tables mutated by our jobs: mutation waits and the pending_mutations gate look only at these.
+MUTATED_TABLES = ("trades_raw", "wallet_resolution_outcomes", "markets_dim", "market_resolutions")
+
+_PATCHABLE = "enable_block_number_column = 1, enable_block_offset_column = 1"
+
+TRADES_RAW = f"""
+CREATE TABLE IF NOT EXISTS $db.trades_raw (
+    trade_id           String,
+    wallet_address     String,
+    market_id          String,
+    condition_id       String,
+    outcome_index      UInt8,                      -- 0 = YES, 1 = NO
+    side               Enum8('BUY' = 1, 'SELL' = 2),
+    price              Decimal(18, 6),             -- in [0, 1]
+    shares             Decimal(18, 6),             -- > 0
+    usd_value          Decimal(38, 12),            -- price * shares, exact
+    fee_usd            Decimal(38, 12) DEFAULT 0,  -- >= 0, paid by this wallet
+    timestamp          DateTime('UTC'),
+    tx_hash            String,
+    canonical_category LowCardinality(String) DEFAULT '',
+    realized_pnl_usd   Nullable(Decimal(38, 12)),  -- NULL until Step D (or unresolved)
+    is_resolved        UInt8 DEFAULT 0
+) ENGINE = MergeTree
+ORDER BY (wallet_address, condition_id, trade_id)
+SETTINGS {_PATCHABLE}
+"""
+
+MARKETS_DIM = f"""
+CREATE TABLE IF NOT EXISTS $db.markets_dim (
+    market_id          String,
+    condition_id       String,
+    question           String DEFAULT '',
+    slug               String DEFAULT '',
+    event_id           String DEFAULT '',
+    category           String DEFAULT '',              -- as the source gave it
+    canonical_category LowCardinality(String) DEFAULT '',
+    outcomes           Array(String) DEFAULT ['Yes', 'No'],
+    clob_token_ids     Array(String) DEFAULT [],
+    closed             UInt8 DEFAULT 0,
+    end_date           Nullable(DateTime('UTC')),
+    source             LowCardinality(String) DEFAULT '',  -- gamma | snapshot | file | demo
+    updated_at         DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY market_id
+SETTINGS {_PATCHABLE}
+"""
+
+EVENTS_DIM = f"""
+CREATE TABLE IF NOT EXISTS $db.events_dim (
+    event_id           String,
+    title              String DEFAULT '',
+    slug               String DEFAULT '',
+    category           String DEFAULT '',
+    canonical_category LowCardinality(String) DEFAULT '',
+    updated_at         DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY event_id
+SETTINGS {_PATCHABLE}
+"""
+
+# Only VALID resolutions live here (known condition, payouts >= 0 summing to 1); loaders and Step C
+# put rejected candidates in resolution_rejects with the reason. Step D re-checks the same rule.
+MARKET_RESOLUTIONS = f"""
+CREATE TABLE IF NOT EXISTS $db.market_resolutions (
+    condition_id       String,
+    market_id          String,
+    payouts            Array(Decimal(18, 6)),      -- [p_yes, p_no]
+    resolved_outcome   LowCardinality(String) MATERIALIZED
+                           multiIf(length(payouts) != 2, '', payouts[1] > payouts[2], 'YES',
+                                   payouts[2] > payouts[1], 'NO', 'SPLIT'),
+    resolved_at        DateTime('UTC'),
+    source             LowCardinality(String) DEFAULT '',
+    updated_at         DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY condition_id
+SETTINGS {_PATCHABLE}
+"""
+
+RESOLUTION_REJECTS = """
+CREATE TABLE IF NOT EXISTS $db.resolution_rejects (
+    condition_id       String,
+    market_id          String,
+    reason             String,
+    raw                String,                    -- the rejected record as received (JSON)
+    source             LowCardinality(String) DEFAULT '',
+    rejected_at        DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = MergeTree
+ORDER BY (condition_id, rejected_at)
+"""
+
+WALLET_RESOLUTION_OUTCOMES = f"""
+CREATE TABLE IF NOT EXISTS $db.wallet_resolution_outcomes (
+    wallet_address     String,
+    condition_id       String,
+    market_id          String,
+    resolved_outcome   LowCardinality(String),     -- YES | NO | SPLIT
+    final_side         LowCardinality(String),     -- YES | NO (sign of net_yes - net_no)
+    won                UInt8,
+    resolved_at        DateTime('UTC'),
+    canonical_category LowCardinality(String),
+    num_trades         UInt32,
+    final_shares       Decimal(38, 6),             -- |net_yes - net_no|
+    realized_pnl_usd   Decimal(38, 12)
+) ENGINE = MergeTree
+ORDER BY (wallet_address, condition_id)
+SETTINGS {_PATCHABLE}
+"""
+
+# Per-wallet accuracy over the swapped-in outcomes; a view follows the table across EXCHANGE.
+WALLET_ACCURACY = """
+CREATE VIEW IF NOT EXISTS $db.wallet_accuracy AS
+SELECT
+    wallet_address,
+    count()                       AS resolved_positions,
+    sum(won)                      AS wins,
+    round(sum(won) / count(), 6)  AS accuracy,
+    sum(realized_pnl_usd)         AS realized_pnl_usd,
+    max(resolved_at)              AS last_resolved_at
+FROM $db.wallet_resolution_outcomes
+GROUP BY wallet_address
+"""
+
+# Step D's frozen work list: every (wallet, condition) pair of trades_raw, in key order.
+STEP_D_WORKLIST = """
+CREATE TABLE IF NOT EXISTS $db.step_d_worklist (
+    wallet_address String,
+    condition_id   String
+) ENGINE = MergeTree
+ORDER BY (wallet_address, condition_id)
+"""
+
+# Which inputs the work list was frozen from (one row; replaced when a fresh run starts).
+STEP_D_META = """
+CREATE TABLE IF NOT EXISTS $db.step_d_meta (
+    fingerprint String,
+    pairs_total UInt64,
+    created_at  DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = MergeTree
+ORDER BY tuple()
+"""
+
+DDL = [
+    TRADES_RAW, MARKETS_DIM, EVENTS_DIM, MARKET_RESOLUTIONS, RESOLUTION_REJECTS,
+    WALLET_RESOLUTION_OUTCOMES, WALLET_ACCURACY, STEP_D_WORKLIST, STEP_D_META,
+]
+
+ALL_TABLES = (
+    "trades_raw", "markets_dim", "events_dim", "market_resolutions", "resolution_rejects",
+    "wallet_resolution_outcomes", "step_d_worklist", "step_d_meta",
+)
+
+
+def ensure_schema(ch: ClickHouse) -> None:
+    """Create every enrichment table and view that is missing. Safe to call at every start."""
+    for statement in DDL:
+        ch.command(statement)
+
+
+async def aensure_schema(ch: ClickHouse) -> None:
+    import anyio
+
+    await anyio.to_thread.run_sync(ensure_schema, ch)
+
+
+# The one rule for a usable resolution (loaders, Step C and Step D all apply it): two payouts, each
+# >= 0, summing to exactly 1, and a real condition id (not empty or a placeholder).
+PLACEHOLDER_IDS = ("", "unknown", "none", "null", "n/a", "0x")
+
+
+def resolution_problem(condition_id: str | None, market_id: str | None, payouts: list | None) -> str | None:
+    """Why a resolution record is unusable, or None when it is valid. Exact (Decimal) arithmetic."""
+    from decimal import Decimal, InvalidOperation
+
+    if condition_id is None or str(condition_id).strip().lower() in PLACEHOLDER_IDS:
+        return f"placeholder or missing condition_id {condition_id!r}"
+    if market_id is not None and str(market_id).strip().lower() in PLACEHOLDER_IDS[1:]:
+        return f"placeholder market_id {market_id!r}"
+    if payouts is None or len(payouts) != 2 or any(p is None for p in payouts):
+        return "payouts missing or not [yes, no] (unknown outcome)"
+    try:
+        values = [Decimal(str(p)) for p in payouts]
+    except (InvalidOperation, ValueError):
+        return f"payouts are not numbers: {payouts!r}"
+    if any(v < 0 for v in values):
+        return f"negative payout in {payouts!r}"
+    if sum(values) != 1:
+        return f"payouts {payouts!r} sum to {sum(values)}, not 1"
+    return None
