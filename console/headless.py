@@ -14,6 +14,7 @@ import anyio
 
 from engine.bus import EventBus, Subscription
 from engine.control import Control
+from engine.errors import OpsError
 from engine.events import Event, LogLine, Progress, StateChanged
 from engine.redact import redact
 from engine.runner import Job, JobOutcome, format_event, run_job
@@ -128,13 +129,18 @@ async def run_headless(job: Job, settings: Settings, *, log_format: str = "auto"
     sub = bus.subscribe()
     renderer = make_renderer(log_format, stream)
     control = Control(job.name, bus, job.live_settings())
+    error: OpsError | None = None
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(render, sub, renderer)
             try:
                 outcome = await run_job(job, settings, bus, control, resources=resources)
+            except OpsError as exc:  # e.g. the lock is held: re-raised plainly, not in a group
+                error = exc
             finally:
                 bus.close()
     finally:
         renderer.close()
+    if error is not None:
+        raise error
     return outcome

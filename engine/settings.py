@@ -10,11 +10,11 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from engine.errors import BadInput
 from engine.redact import redact, register_secret
@@ -62,7 +62,8 @@ class Settings(BaseSettings):
     polymarket_base_url: str = Field(
         "https://gamma-api.polymarket.com", validation_alias=_alias("POLYMARKET_BASE_URL")
     )
-    ingestion_filters: dict[str, Any] = Field(default_factory=dict, validation_alias=_alias("INGESTION_FILTERS"))
+    # NoDecode: our validator parses the JSON so a bad value gets a message naming the variable.
+    ingestion_filters: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict, validation_alias=_alias("INGESTION_FILTERS"))
     ingestion_page_size: int = Field(100, ge=1, le=500, validation_alias=_alias("INGESTION_PAGE_SIZE"))
     pipeline_event_batch_size: int = Field(4, ge=1, le=256, validation_alias=_alias("PIPELINE_EVENT_BATCH_SIZE"))
     pipeline_debug_dump_dir: Path | None = Field(None, validation_alias=_alias("PIPELINE_DEBUG_DUMP_DIR"))
@@ -142,6 +143,8 @@ def load_settings(**overrides: Any) -> Settings:
             loc = ".".join(str(p) for p in err["loc"]) or "settings"
             lines.append(f"  {loc.upper()}: {err['msg']}")
         raise BadInput("invalid settings:\n" + redact("\n".join(lines))) from None
+    except SettingsError as exc:  # a value the settings source could not even parse
+        raise BadInput(f"invalid settings: {redact(str(exc))}") from None
     for secret in settings.secrets():
         register_secret(secret)
     return settings

@@ -184,14 +184,20 @@ def _settings_prefix(settings: dict[str, Any]) -> str:
     return " SETTINGS " + ", ".join(parts)
 
 
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
 def _chdb_param(value: Any) -> Any:
-    # chDB takes parameters as text; lists/tuples go in ClickHouse literal syntax.
+    # chDB reads a scalar parameter in TSV-escaped form (a raw backslash is an error), and an
+    # array parameter as a ClickHouse literal (quoted, backslash-escaped elements).
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_literal(v) for v in value) + "]"
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, (Decimal, datetime, date)):
         return str(value)
+    if isinstance(value, str):
+        return value.translate(_TSV_ESCAPES)
     return value
 
 
@@ -202,7 +208,7 @@ def _literal(value: Any) -> str:
         return str(int(value))
     if isinstance(value, (int, float, Decimal)):
         return str(value)
-    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
     return f"'{text}'"
 
 

@@ -1,0 +1,170 @@
+"""Both stores, for real: embedded PostgreSQL and chDB."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import anyio
+import pytest
+
+from engine.errors import BadInput, LockHeld, StoreUnavailable
+from engine.settings import Settings, load_settings
+from engine.stores.clickhouse import ClickHouse, ident
+from engine.stores.postgres import Postgres, is_transaction_pooler, load_migrations
+from tests.conftest import OPSCONSOLE, REPO, subprocess_env
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_migrations_apply_once_and_are_recorded(settings: Settings) -> None:
+    async with Postgres(settings) as pg:
+        applied, pending = await pg.migration_status()
+        assert applied == [] and len(pending) == len(load_migrations())
+        first = await pg.migrate()
+        assert [m.version for m in first] == [m.version for m in load_migrations()]
+        assert await pg.migrate() == []  # second run: nothing
+        rows = await pg.fetch_all("SELECT version, checksum FROM schema_migrations ORDER BY version")
+        assert [r["version"] for r in rows] == [m.version for m in load_migrations()]
+        assert await pg.fetch_one("SELECT to_regclass('ops_job_checkpoints') IS NOT NULL AS ok") == {"ok": True}
+
+
+@pytest.mark.anyio
+async def test_concurrent_migrations_apply_each_once(settings: Settings) -> None:
+    results: list[int] = []
+
+    async def one() -> None:
+        async with Postgres(settings) as pg:
+            results.append(len(await pg.migrate()))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(one)
+    assert sorted(results) == [0, 0, len(load_migrations())]
+
+
+@pytest.mark.anyio
+async def test_postgres_round_trip(settings: Settings) -> None:
+    async with Postgres(settings) as pg:
+        await pg.migrate()
+        await pg.execute(
+            "INSERT INTO ops_job_checkpoints (job, step, batch_idx, pairs_done, cursor) VALUES (%s, %s, %s, %s, %s)",
+            ("full-enrichment", "D", 3, 900, '{"wallet": "0xabc\'; DROP TABLE x; --"}'),
+        )
+        row = await pg.fetch_one("SELECT batch_idx, pairs_done, cursor FROM ops_job_checkpoints WHERE job = %s", ("full-enrichment",))
+        assert row == {"batch_idx": 3, "pairs_done": 900, "cursor": {"wallet": "0xabc'; DROP TABLE x; --"}}
+
+
+@pytest.mark.anyio
+async def test_unreachable_postgres_is_a_clear_error(tmp_path: Path) -> None:
+    s = load_settings(runtime_dir=tmp_path, postgres_url="postgresql://ops:Sekret-9@127.0.0.1:1/nope?connect_timeout=1")
+    with pytest.raises(StoreUnavailable) as err:
+        await Postgres(s, retry_seconds=1).open(timeout=2)
+    assert "cannot connect to Postgres" in str(err.value)
+    assert "Sekret-9" not in str(err.value)
+
+
+def test_transaction_pooler_detection() -> None:
+    assert is_transaction_pooler("postgresql://u:p@aws-0-eu.pooler.supabase.com:6543/postgres", "auto")
+    assert is_transaction_pooler("postgresql://u:p@h:5432/db?pgbouncer=true", "auto")
+    assert not is_transaction_pooler("postgresql://u:p@h:5432/db", "auto")
+    assert is_transaction_pooler("postgresql://u:p@h:5432/db", "transaction")
+
+
+def test_clickhouse_round_trip_with_bound_parameters(ch: ClickHouse) -> None:
+    ch.command(
+        "CREATE TABLE $db.rt (wallet String, pnl Nullable(Decimal(38, 12)), n UInt64) ENGINE = MergeTree ORDER BY wallet"
+    )
+    hostile = "0xabc'); DROP TABLE rt; --\\"
+    ch.insert_rows("rt", ["wallet", "pnl", "n"], [(hostile, Decimal("-1.250000000001"), 2**63), ("plain", None, 1)])
+    rows = ch.query("SELECT wallet, pnl, n FROM $db.rt WHERE wallet = {w:String}", {"w": hostile}).rows
+    assert rows == [(hostile, Decimal("-1.250000000001"), 2**63)]
+    assert ch.scalar("SELECT count() FROM $db.rt WHERE pnl IS NULL") == 1
+    assert ch.scalar("SELECT count() FROM $db.rt WHERE wallet IN {ws:Array(String)}", {"ws": [hostile, "plain"]}) == 2
+
+
+def test_identifiers_are_validated() -> None:
+    assert ident("trades_raw") == "`trades_raw`"
+    for bad in ("x; DROP", "a-b", "", "1abc", "`x`"):
+        with pytest.raises(BadInput):
+            ident(bad)
+
+
+def test_chdb_lightweight_update_is_detected(ch: ClickHouse) -> None:
+    assert ch.supports_lightweight_update() is True
+
+
+HOLDER = """
+import sys, time
+from engine.settings import load_settings
+from engine.stores.clickhouse import open_clickhouse
+open_clickhouse(load_settings(clickhouse_path=sys.argv[1]))
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_chdb_directory_held_by_another_process_names_the_holder(tmp_path: Path) -> None:
+    path = tmp_path / "held"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], env=subprocess_env(), cwd=REPO,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        out = subprocess.run(
+            [*OPSCONSOLE, "doctor"], env=subprocess_env(CLICKHOUSE_PATH=str(path), COLUMNS="250"),
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )
+        text = out.stdout + out.stderr
+        assert out.returncode == 1
+        assert f"in use by another process (pid {holder.pid}" in text
+        assert "kill -TERM" in text and "CLICKHOUSE_URL" in text
+        assert "Traceback" not in text
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_chdb_lock_message_in_process(tmp_path: Path) -> None:
+    from engine.locks import ProcessLock
+
+    path = tmp_path / "x.lock"
+    with ProcessLock(path, "thing"):
+        with pytest.raises(LockHeld) as err:
+            ProcessLock(path, "thing").acquire()
+        assert str(err.value).startswith("thing is in use by another process (pid ")
+    ProcessLock(path, "thing").acquire()  # released: free again
+
+
+def test_doctor_shows_real_stores(tmp_path: Path) -> None:
+    env = subprocess_env(OPSCONSOLE_RUNTIME_DIR=str(tmp_path / "rt"), COLUMNS="250")
+    out = subprocess.run([*OPSCONSOLE, "doctor", "--json"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    import json
+
+    checks = {(c["area"], c["name"]): c for c in json.loads(out.stdout)}
+    assert checks[("postgres", "reachable")]["detail"].startswith("PostgreSQL 18")
+    assert checks[("clickhouse", "reachable")]["detail"].startswith("ClickHouse 2")
+    assert checks[("clickhouse", "lightweight UPDATE")]["status"] == "OK"
+    assert checks[("postgres", "migrations")]["status"] == "WARN"  # fresh: migrations pending
+    assert checks[("keys", "OPENAI_API_KEY")]["status"] == "WARN"
+    migrate = subprocess.run([*OPSCONSOLE, "db", "migrate"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert migrate.returncode == 0 and "applied 0001_ops_job_checkpoints" in migrate.stdout
+    again = subprocess.run([*OPSCONSOLE, "db", "migrate"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert "nothing to apply" in again.stdout
+
+
+AWKWARD = ["", "a\\b", "x\\", "o'k", 'q"x', "tab\there", "nl\nx", "cr\rx", "{w:String}", "$db.t", "ü€𝄞", "\\'", "a,b]", "NULL"]
+
+
+def test_awkward_strings_survive_scalar_and_array_parameters(ch: ClickHouse) -> None:
+    for value in AWKWARD:
+        assert ch.scalar("SELECT {v:String}", {"v": value}) == value, repr(value)
+    got = ch.query("SELECT {vs:Array(String)} AS vs", {"vs": AWKWARD}).rows[0][0]
+    assert got == AWKWARD
