@@ -167,7 +167,8 @@ GROUP BY wallet_address
 STEP_D_WORKLIST = """
 CREATE TABLE IF NOT EXISTS $db.step_d_worklist (
     wallet_address String,
-    condition_id   String
+    condition_id   String,
+    n_trades       UInt32          -- rows of trades_raw in the pair: progress shows rows written
 ) ENGINE = MergeTree
 ORDER BY (wallet_address, condition_id)
 """
