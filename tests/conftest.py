@@ -108,6 +108,11 @@ def ch(settings: Settings) -> Iterator["object"]:
     client.command(f"DROP DATABASE IF EXISTS `{settings.clickhouse_database}`")
 
 
+def with_settings(settings: Settings, **changes: object) -> Settings:
+    """A validated copy of `settings` with some fields changed (model_copy would skip validation)."""
+    return load_settings(**{**settings.model_dump(), **changes})
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment for `python -m console ...` subprocesses: no inherited settings variables."""
     env = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARS}
@@ -117,3 +122,45 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 OPSCONSOLE = [sys.executable, "-m", "console"]
+
+
+# --- ClickHouse over HTTP (the server backend) ---------------------------------------------------
+CH_HTTP_PASSWORD = "Loopback-CH-Secret-1"
+
+
+@pytest.fixture(scope="session")
+def clickhouse_http() -> Iterator[dict[str, object]]:
+    """A ClickHouse HTTP endpoint for clickhouse-connect: a real server when CLICKHOUSE_TEST_URL is
+    set, else the loopback endpoint backed by chDB in a process of its own (tests/support)."""
+    import subprocess
+
+    url = os.environ.get("CLICKHOUSE_TEST_URL")
+    if url:
+        yield {"clickhouse_url": url}
+        return
+    root = Path(tempfile.mkdtemp(prefix="opschhttp-"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.clickhouse_http", "--path", str(root / "ch"), "--password", CH_HTTP_PASSWORD],
+        cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    assert line.startswith("PORT "), f"loopback ClickHouse endpoint did not start: {line!r}"
+    yield {"clickhouse_host": "127.0.0.1", "clickhouse_port": int(line.split()[1]), "clickhouse_password": CH_HTTP_PASSWORD}
+    proc.terminate()
+    proc.wait(timeout=10)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["chdb", "http"])
+def ch_backend(request: pytest.FixtureRequest, settings: Settings) -> Iterator["object"]:
+    """The same test on both ClickHouse backends: embedded chDB and clickhouse-connect over HTTP."""
+    from engine.stores.clickhouse import open_clickhouse
+
+    if request.param == "http":
+        server = request.getfixturevalue("clickhouse_http")
+        settings = with_settings(settings, **server)
+    client = open_clickhouse(settings)
+    yield client
+    client.command(f"DROP DATABASE IF EXISTS `{settings.clickhouse_database}`")
+    client.close()

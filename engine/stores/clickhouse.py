@@ -165,6 +165,10 @@ class ClickHouse:
         raise NotImplementedError
 
 
+def _json_each_row(columns: list[str], rows: list[Any]) -> bytes:
+    return "\n".join(json.dumps(dict(zip(columns, row)), default=str) for row in rows).encode()
+
+
 # --- chDB --------------------------------------------------------------------------------------
 _chdb_guard = threading.Lock()
 _chdb_open: dict[str, Any] = {}  # path -> (session, lock); chDB allows one data path per process
@@ -291,9 +295,9 @@ class ChdbClickHouse(ClickHouse):
 
     def _insert(self, table: str, columns: list[str], rows: list[Any]) -> None:
         # Rows go as JSONEachRow text in one statement: typed by the table, no string-built SQL.
-        lines = "\n".join(json.dumps(dict(zip(columns, row)), default=str) for row in rows)
         cols = ", ".join(ident(c) for c in columns)
-        self._run(f"INSERT INTO {ident(self.database)}.{ident(table)} ({cols}) FORMAT JSONEachRow\n{lines}", {}, "CSV")
+        body = _json_each_row(columns, rows).decode()
+        self._run(f"INSERT INTO {ident(self.database)}.{ident(table)} ({cols}) FORMAT JSONEachRow\n{body}", {}, "CSV")
 
 
 # --- server through clickhouse-connect -------------------------------------------------------------
@@ -347,7 +351,10 @@ class HttpClickHouse(ClickHouse):
         self._wrap(lambda: self.client.command(sql, parameters=params or None, settings=settings or None))
 
     def _insert(self, table: str, columns: list[str], rows: list[Any]) -> None:
-        self._wrap(lambda: self.client.insert(table, [list(r) for r in rows], column_names=columns, database=self.database))
+        # The same JSONEachRow body as the chDB backend: the server types the values, so both
+        # backends accept the same Python values (str timestamps, Decimal, None).
+        body = _json_each_row(columns, rows)
+        self._wrap(lambda: self.client.raw_insert(f"{ident(self.database)}.{ident(table)}", columns, body, fmt="JSONEachRow"))
 
     def close(self) -> None:
         self.client.close()

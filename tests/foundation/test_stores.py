@@ -15,7 +15,7 @@ from engine.errors import BadInput, LockHeld, StoreUnavailable
 from engine.settings import Settings, load_settings
 from engine.stores.clickhouse import ClickHouse, ident
 from engine.stores.postgres import Postgres, is_transaction_pooler, load_migrations
-from tests.conftest import OPSCONSOLE, REPO, subprocess_env
+from tests.conftest import OPSCONSOLE, REPO, subprocess_env, with_settings
 
 
 @pytest.fixture
@@ -78,7 +78,8 @@ def test_transaction_pooler_detection() -> None:
     assert is_transaction_pooler("postgresql://u:p@h:5432/db", "transaction")
 
 
-def test_clickhouse_round_trip_with_bound_parameters(ch: ClickHouse) -> None:
+def test_clickhouse_round_trip_with_bound_parameters(ch_backend: ClickHouse) -> None:
+    ch = ch_backend
     ch.command(
         "CREATE TABLE $db.rt (wallet String, pnl Nullable(Decimal(38, 12)), n UInt64) ENGINE = MergeTree ORDER BY wallet"
     )
@@ -97,8 +98,8 @@ def test_identifiers_are_validated() -> None:
             ident(bad)
 
 
-def test_chdb_lightweight_update_is_detected(ch: ClickHouse) -> None:
-    assert ch.supports_lightweight_update() is True
+def test_lightweight_update_is_detected(ch_backend: ClickHouse) -> None:
+    assert ch_backend.supports_lightweight_update() is True
 
 
 HOLDER = """
@@ -163,8 +164,40 @@ def test_doctor_shows_real_stores(tmp_path: Path) -> None:
 AWKWARD = ["", "a\\b", "x\\", "o'k", 'q"x', "tab\there", "nl\nx", "cr\rx", "{w:String}", "$db.t", "ü€𝄞", "\\'", "a,b]", "NULL"]
 
 
-def test_awkward_strings_survive_scalar_and_array_parameters(ch: ClickHouse) -> None:
+def test_awkward_strings_survive_scalar_and_array_parameters(ch_backend: ClickHouse) -> None:
+    ch = ch_backend
     for value in AWKWARD:
         assert ch.scalar("SELECT {v:String}", {"v": value}) == value, repr(value)
     got = ch.query("SELECT {vs:Array(String)} AS vs", {"vs": AWKWARD}).rows[0][0]
     assert got == AWKWARD
+
+
+def test_pending_and_failing_mutations_are_visible_on_both_backends(ch_backend: ClickHouse) -> None:
+    ch = ch_backend
+    ch.command("CREATE TABLE $db.m (k UInt32, v UInt32) ENGINE = MergeTree ORDER BY k")
+    ch.insert_rows("m", ["k", "v"], [(i, i) for i in range(10)])
+    ch.command("ALTER TABLE $db.m UPDATE v = throwIf(k = 3, 'boom') WHERE 1", settings={"mutations_sync": 0})
+    row = None
+    for _ in range(200):
+        row = ch.query(
+            "SELECT is_done, latest_fail_reason FROM system.mutations WHERE database = {d:String} AND table = 'm'",
+            {"d": ch.database},
+        ).dicts()[0]
+        if row["latest_fail_reason"]:
+            break
+        import time
+
+        time.sleep(0.02)
+    assert row is not None and row["is_done"] == 0 and "boom" in row["latest_fail_reason"]
+
+
+def test_wrong_server_password_is_a_clear_error(settings: Settings, clickhouse_http: dict[str, object]) -> None:
+    from engine.stores.clickhouse import open_clickhouse
+
+    if "clickhouse_url" in clickhouse_http:
+        pytest.skip("real server: credentials come from CLICKHOUSE_TEST_URL")
+    bad = with_settings(settings, **{**clickhouse_http, "clickhouse_password": "Wrong-Password-123"})
+    with pytest.raises(StoreUnavailable) as err:
+        open_clickhouse(bad)
+    assert "cannot connect to ClickHouse server" in str(err.value)
+    assert "Wrong-Password-123" not in str(err.value)
