@@ -1,0 +1,393 @@
+"""Every enrichment SQL statement of this package, in one place.
+
+Tables are written `$db.name` (the store substitutes the validated database); values are always bound
+as `{name:Type}` parameters. The few statements that need a table name inside a string literal
+(`joinGet`) are built by functions that take the already-validated database name.
+"""
+
+from __future__ import annotations
+
+from engine.stores.clickhouse import ident
+
+# --- the one validity rule for resolutions (same as schema.resolution_problem) -----------------
+VALID_PAYOUTS = (
+    "length(payouts) = 2 AND payouts[1] >= 0 AND payouts[2] >= 0 AND payouts[1] + payouts[2] = 1 "
+    "AND lower(condition_id) NOT IN ('', 'unknown', 'none', 'null', 'n/a', '0x')"
+)
+
+# Valid resolutions, one row per condition (ReplacingMergeTree: FINAL gives the latest version).
+VALID_RESOLUTIONS = f"""
+SELECT condition_id, payouts, resolved_outcome, resolved_at
+FROM $db.market_resolutions FINAL
+WHERE {VALID_PAYOUTS}
+"""
+
+# =================================================================================================
+# Demo data. Every value is a deterministic function of (seed, row number) through cityHash64, so
+# the same seed gives the same data on chDB and on a server, generated set-based in one statement
+# per table. u(tag, x) below is a uniform float in [0, 1).
+# =================================================================================================
+
+
+def _u(tag: str, *args: str) -> str:
+    inner = ", ".join(["{seed:UInt64}", f"'{tag}'", *args])
+    return f"(cityHash64({inner}) / 18446744073709551616.0)"
+
+
+def _h(tag: str, *args: str) -> str:
+    return "cityHash64(" + ", ".join(["{seed:UInt64}", f"'{tag}'", *args]) + ")"
+
+
+# Per-market parameters as expressions of the market number `m`.
+_COND = "concat('0x', lower(hex(SHA256(concat('cond:', toString({seed:UInt64}), ':', toString(m))))))"
+_MARKET_ID = "toString(500000 + m)"
+_Q = f"(0.05 + 0.9 * {_u('q', 'm')})"  # the market's "true" YES probability
+_RESOLVED = f"({_u('res', 'm')} < {{resolved_share:Float64}})"
+_SPLIT = f"({_u('split', 'm')} < 0.01)"  # a few 50/50 resolutions (valid, nobody "wins")
+_YES_WINS = f"({_u('out', 'm')} < {_Q})"
+_OPEN_TS = f"({{base_ts:UInt32}} + {_h('open', 'm')} % (300 * 86400))"
+_DURATION = f"(86400 + {_h('dur', 'm')} % (60 * 86400))"
+_FEE_RATE = f"multiIf({_u('fee', 'm')} < 0.6, 0, {_u('fee', 'm')} < 0.85, 0.001, 0.002)"
+_K = f"({{k_min:UInt32}} + {_h('k', 'm')} % {{k_span:UInt32}})"  # participants of market m
+_CATEGORIES = "['Politics', 'Sports', 'Crypto', 'Economics', 'Science', 'Culture']"
+_RAW_CATEGORIES = "['us-current-affairs', 'nba', 'bitcoin', 'fed-rates', 'ai', 'movies']"
+_CAT_IDX = f"(1 + {_h('cat', 'm')} % 6)"
+
+DEMO_MARKETS = f"""
+INSERT INTO $db.markets_dim
+    (market_id, condition_id, question, slug, event_id, category, canonical_category, outcomes,
+     clob_token_ids, closed, end_date, source, updated_at)
+SELECT
+    {_MARKET_ID}, {_COND},
+    concat('Demo market ', toString(m), ': will it happen?'),
+    concat('demo-market-', toString(m)),
+    toString(90000 + intDiv(m, 4)),
+    {_RAW_CATEGORIES}[{_CAT_IDX}],
+    {_CATEGORIES}[{_CAT_IDX}],
+    ['Yes', 'No'],
+    [toString({_h('tok0', 'm')}), toString({_h('tok1', 'm')})],
+    toUInt8({_RESOLVED}),
+    toDateTime({_OPEN_TS} + {_DURATION}, 'UTC'),
+    'demo',
+    toDateTime64('2025-01-01 00:00:00', 3, 'UTC')
+FROM (SELECT number AS m FROM numbers({{markets:UInt32}}))
+"""
+
+DEMO_EVENTS = f"""
+INSERT INTO $db.events_dim (event_id, title, slug, category, canonical_category, updated_at)
+SELECT toString(90000 + e), concat('Demo event ', toString(e)), concat('demo-event-', toString(e)),
+       {_RAW_CATEGORIES}[{_CAT_IDX.replace("'cat', m", "'cat', e * 4")}],
+       {_CATEGORIES}[{_CAT_IDX.replace("'cat', m", "'cat', e * 4")}],
+       toDateTime64('2025-01-01 00:00:00', 3, 'UTC')
+FROM (SELECT number AS e FROM numbers(intDiv({{markets:UInt32}} + 3, 4)))
+"""
+
+# One fill = two trade rows (both sides). Kinds: a transfer (A buys outcome o from B at `price`),
+# a complete-set mint (A buys YES at p, B buys NO at 1 - p) and a merge (A sells YES at p, B sells
+# NO at 1 - p). Each is zero-sum for any payout vector summing to 1, so value conservation holds.
+# The taker (leg 0) pays the market's fee rate on its notional.
+DEMO_TRADES = f"""
+INSERT INTO $db.trades_raw
+    (trade_id, wallet_address, market_id, condition_id, outcome_index, side, price, shares,
+     usd_value, fee_usd, timestamp, tx_hash, canonical_category, realized_pnl_usd, is_resolved)
+SELECT
+    concat(tx_hash, '-', toString(leg))                                       AS trade_id,
+    concat('0x', substring(lower(hex(SHA256(concat('wallet:', toString({{seed:UInt64}}), ':',
+        toString(if(leg = 0, wa, wb)))))), 1, 40))                            AS wallet_address,
+    {_MARKET_ID}                                                              AS market_id,
+    {_COND}                                                                   AS condition_id,
+    toUInt8(multiIf(kind = 0, o, leg))                                        AS outcome_index,
+    multiIf(kind = 0, if(leg = 0, 'BUY', 'SELL'), kind = 1, 'BUY', 'SELL')    AS side,
+    toDecimal64(if(outcome_index = 0, p_yes, 1 - p_yes), 6)                   AS price,
+    toDecimal64(sh, 6)                                                        AS shares,
+    toDecimal128(price, 6) * shares                                           AS usd_value,
+    if(leg = 0, toDecimal128(round(toFloat64(usd_value) * fee_rate, 6), 12),
+       toDecimal128(0, 12))                                                   AS fee_usd,
+    toDateTime(ts, 'UTC')                                                     AS timestamp,
+    tx_hash,
+    ''                                                                        AS canonical_category,
+    CAST(NULL AS Nullable(Decimal(38, 12)))                                   AS realized_pnl_usd,
+    toUInt8(0)                                                                AS is_resolved
+FROM (
+    SELECT
+        f, m, k, j1,
+        (j1 + 1 + {_h('j2', 'f')} % (k - 1)) % k                              AS j2,
+        {_h('wal', 'm', 'j1')} % {{wallets:UInt32}}                            AS wa,
+        {_h('wal', 'm', 'j2')} % {{wallets:UInt32}}                            AS wb,
+        multiIf({_u('kind', 'f')} < 0.82, 0, {_u('kind', 'f')} < 0.96, 1, 2)   AS kind,
+        {_h('o', 'f')} % 2                                                    AS o,
+        round(least(0.99, greatest(0.01, {_Q} + ({_u('px', 'f')} - 0.5) * 0.3)), 3) AS p_yes,
+        round(1 + 500 * pow({_u('sh', 'f')}, 3), 2)                           AS sh,
+        {_FEE_RATE}                                                           AS fee_rate,
+        {_OPEN_TS} + toUInt32({_u('t', 'f')} * {_DURATION})                   AS ts,
+        concat('0x', lower(hex(SHA256(concat('tx:', toString({{seed:UInt64}}), ':', toString(f)))))) AS tx_hash
+    FROM (
+        SELECT f, m, {_K} AS k, {_h('j1', 'f')} % k AS j1
+        FROM (
+            SELECT number AS f,
+                   least(toUInt32({{markets:UInt32}} - 1),
+                         toUInt32(floor({{markets:UInt32}} * pow({_u('mk', 'number')}, 1.4)))) AS m
+            FROM numbers({{fills:UInt64}})
+        )
+    )
+)
+ARRAY JOIN [0, 1] AS leg
+"""
+
+# Resolution candidates, valid and not: most markets resolve; a few candidate rows are broken the
+# way the old resolution map was (null outcome, payouts not summing to 1, placeholder ids). The
+# valid ones go to market_resolutions, the rest to resolution_rejects with the reason.
+DEMO_RESOLUTION_CANDIDATES = f"""
+CREATE TABLE $db.demo_resolution_candidates ENGINE = Memory AS
+SELECT condition_id, market_id, payouts, resolved_at FROM (
+    SELECT {_COND} AS condition_id, {_MARKET_ID} AS market_id,
+           CAST(multiIf({_SPLIT}, [0.5, 0.5], {_YES_WINS}, [1, 0], [0, 1]) AS Array(Nullable(Decimal(18, 6)))) AS payouts,
+           toDateTime({_OPEN_TS} + {_DURATION} + 3600, 'UTC') AS resolved_at
+    FROM (SELECT number AS m FROM numbers({{markets:UInt32}}))
+    WHERE {_RESOLVED}
+    UNION ALL
+    -- broken candidates for some unresolved markets: they must be rejected, never used
+    SELECT {_COND}, {_MARKET_ID},
+           CAST(multiIf({_h('bad', 'm')} % 3 = 0, [NULL, NULL], {_h('bad', 'm')} % 3 = 1, [0.6, 0.6], [1.2, -0.2])
+                AS Array(Nullable(Decimal(18, 6)))),
+           toDateTime({_OPEN_TS} + {_DURATION} + 3600, 'UTC')
+    FROM (SELECT number AS m FROM numbers({{markets:UInt32}}))
+    WHERE NOT {_RESOLVED} AND {_u('badpick', 'm')} < 0.5
+    UNION ALL
+    SELECT 'unknown', 'unknown', CAST([1, 0] AS Array(Nullable(Decimal(18, 6)))), toDateTime({{base_ts:UInt32}}, 'UTC')
+)
+"""
+
+_CANDIDATE_PROBLEM = """multiIf(
+    lower(condition_id) IN ('', 'unknown', 'none', 'null', 'n/a', '0x'), 'placeholder condition_id',
+    condition_id NOT IN (SELECT condition_id FROM $db.markets_dim), 'unknown condition_id',
+    length(payouts) != 2 OR has(payouts, NULL), 'unknown outcome (null payouts)',
+    assumeNotNull(payouts[1]) < 0 OR assumeNotNull(payouts[2]) < 0, 'negative payout',
+    assumeNotNull(payouts[1]) + assumeNotNull(payouts[2]) != 1, 'payouts do not sum to 1',
+    '')"""
+
+DEMO_RESOLUTIONS_VALID = f"""
+INSERT INTO $db.market_resolutions (condition_id, market_id, payouts, resolved_at, source, updated_at)
+SELECT condition_id, market_id, arrayMap(x -> assumeNotNull(x), payouts), resolved_at, 'demo',
+       toDateTime64('2025-01-01 00:00:00', 3, 'UTC')
+FROM $db.demo_resolution_candidates
+WHERE {_CANDIDATE_PROBLEM} = ''
+"""
+
+DEMO_RESOLUTIONS_REJECTED = f"""
+INSERT INTO $db.resolution_rejects (condition_id, market_id, reason, raw, source)
+SELECT condition_id, market_id, {_CANDIDATE_PROBLEM} AS reason,
+       toJSONString(map('condition_id', condition_id, 'market_id', market_id,
+                        'payouts', toString(payouts))), 'demo'
+FROM $db.demo_resolution_candidates
+WHERE reason != ''
+"""
+
+# =================================================================================================
+# Step D
+# =================================================================================================
+
+# Inputs of Step D: every trade column the P&L depends on, and the valid resolutions. Order-free
+# sums of row hashes (with the row count) change when any row is added, removed or edited.
+FINGERPRINT_TRADES = """
+SELECT count() AS n,
+       sumWithOverflow(cityHash64(trade_id, wallet_address, condition_id, outcome_index, toString(side),
+                                  toString(price), toString(shares), toString(fee_usd))) AS h
+FROM $db.trades_raw
+"""
+
+FINGERPRINT_RESOLUTIONS = f"""
+SELECT count() AS n, sumWithOverflow(cityHash64(condition_id, toString(payouts))) AS h
+FROM ({VALID_RESOLUTIONS})
+"""
+
+WORKLIST_CLEAR = "TRUNCATE TABLE $db.step_d_worklist"
+WORKLIST_BUILD = """
+INSERT INTO $db.step_d_worklist (wallet_address, condition_id, n_trades)
+SELECT wallet_address, condition_id, toUInt32(count())
+FROM $db.trades_raw
+GROUP BY wallet_address, condition_id
+ORDER BY wallet_address, condition_id
+"""
+META_CLEAR = "TRUNCATE TABLE $db.step_d_meta"
+META_WRITE = "INSERT INTO $db.step_d_meta (fingerprint, pairs_total) VALUES ({fp:String}, {total:UInt64})"
+META_READ = "SELECT fingerprint, pairs_total FROM $db.step_d_meta ORDER BY created_at DESC LIMIT 1"
+WORKLIST_COUNT = "SELECT count() FROM $db.step_d_worklist"
+
+# The pair at a position of the stable order (hand-written runbook checkpoints give only a count).
+WORKLIST_PAIR_AT = """
+SELECT wallet_address, condition_id FROM $db.step_d_worklist
+ORDER BY wallet_address, condition_id LIMIT 1 OFFSET {offset:UInt64}
+"""
+# How many pairs lie at or before a cursor (checks a cursor and recomputes pairs_done).
+WORKLIST_RANK = """
+SELECT count() FROM $db.step_d_worklist
+WHERE (wallet_address, condition_id) <= ({cw:String}, {cc:String})
+"""
+
+
+def next_batch_sql(has_cursor: bool) -> str:
+    """The next `n` pairs after the cursor: how many, their trade rows, and the last pair."""
+    after = "WHERE (wallet_address, condition_id) > ({cw:String}, {cc:String})" if has_cursor else ""
+    return f"""
+SELECT count() AS pairs, sum(n_trades) AS rows, min(wallet_address) AS first_wallet,
+       tupleElement(max((wallet_address, condition_id)), 1) AS last_wallet,
+       tupleElement(max((wallet_address, condition_id)), 2) AS last_condition
+FROM (
+    SELECT wallet_address, condition_id, n_trades FROM $db.step_d_worklist {after}
+    ORDER BY wallet_address, condition_id LIMIT {{n:UInt64}}
+)
+"""
+
+
+# Payouts frozen for the run in a Join-engine table: the per-batch UPDATE looks them up with
+# joinGet, so a batch is one statement over one key range of trades_raw.
+PAYOUTS_DROP = "DROP TABLE IF EXISTS $db.step_d_payouts"
+PAYOUTS_CREATE = """
+CREATE TABLE $db.step_d_payouts (
+    condition_id String, p_yes Decimal(18, 6), p_no Decimal(18, 6), ok UInt8
+) ENGINE = Join(ANY, LEFT, condition_id)
+"""
+PAYOUTS_FILL = f"""
+INSERT INTO $db.step_d_payouts
+SELECT condition_id, payouts[1], payouts[2], 1 FROM ({VALID_RESOLUTIONS})
+"""
+
+
+def pnl_expressions(database: str) -> tuple[str, str]:
+    """(realized_pnl_usd, is_resolved) per DESIGN.md: s × shares × (p[outcome] − price) − fee.
+
+    Absolute values from the row itself and its condition's payouts: re-running a batch writes the
+    same bits. Unresolved (or no longer valid) conditions get NULL / 0.
+    """
+    ident(database)
+    table = f"'{database}.step_d_payouts'"
+    ok = f"joinGet({table}, 'ok', condition_id)"
+    payout = f"if(outcome_index = 0, joinGet({table}, 'p_yes', condition_id), joinGet({table}, 'p_no', condition_id))"
+    pnl = (
+        f"if({ok} = 1, CAST(if(side = 'BUY', 1, -1) * toDecimal128(shares, 6) * ({payout} - price) - fee_usd "
+        "AS Nullable(Decimal(38, 12))), CAST(NULL AS Nullable(Decimal(38, 12))))"
+    )
+    return pnl, f"toUInt8({ok})"
+
+
+def pnl_assignments(database: str) -> str:
+    pnl, resolved = pnl_expressions(database)
+    return f"realized_pnl_usd = {pnl}, is_resolved = {resolved}"
+
+
+def batch_range_where(has_cursor: bool) -> str:
+    """Rows of the pairs in (cursor, last]: the explicit wallet bounds let the primary index prune."""
+    lower = (
+        "wallet_address >= {cw:String} AND (wallet_address, condition_id) > ({cw:String}, {cc:String}) AND "
+        if has_cursor else ""
+    )
+    return lower + "wallet_address <= {lw:String} AND (wallet_address, condition_id) <= ({lw:String}, {lc:String})"
+
+
+def batch_update_sql(database: str, strategy: str, has_cursor: bool) -> str:
+    where = batch_range_where(has_cursor)
+    if strategy == "lightweight":
+        return f"UPDATE $db.trades_raw SET {pnl_assignments(database)} WHERE {where}"
+    return f"ALTER TABLE $db.trades_raw UPDATE {pnl_assignments(database)} WHERE {where}"
+
+
+# The same P&L as one set-based statement over every trade: the yardstick Step D is measured against.
+YARDSTICK_DROP = "DROP TABLE IF EXISTS $db.step_d_yardstick"
+
+
+def one_statement_pnl_sql(database: str) -> str:
+    pnl, resolved = pnl_expressions(database)
+    return f"""
+CREATE TABLE $db.step_d_yardstick ENGINE = MergeTree ORDER BY (wallet_address, condition_id, trade_id) AS
+SELECT trade_id, wallet_address, condition_id, {pnl} AS realized_pnl_usd, {resolved} AS is_resolved
+FROM $db.trades_raw
+"""
+
+
+# Incomplete Step D: trades of a validly resolved condition without P&L, or marked resolved
+# without P&L.
+STEP_D_MISSING = f"""
+SELECT count() FROM $db.trades_raw
+WHERE (realized_pnl_usd IS NULL OR is_resolved = 0)
+  AND condition_id IN (SELECT condition_id FROM ({VALID_RESOLUTIONS}))
+"""
+
+# Order-free checksum of Step D's output (tests compare runs with it).
+PNL_CHECKSUM = """
+SELECT count(), sumWithOverflow(cityHash64(trade_id, toString(realized_pnl_usd), is_resolved))
+FROM $db.trades_raw
+"""
+
+# =================================================================================================
+# Step E: built aside, swapped in
+# =================================================================================================
+OUTCOMES_BUILD_TABLE = "wallet_resolution_outcomes_build"
+OUTCOMES_DROP_BUILD = "DROP TABLE IF EXISTS $db.wallet_resolution_outcomes_build"
+OUTCOMES_CREATE_BUILD = "CREATE TABLE $db.wallet_resolution_outcomes_build AS $db.wallet_resolution_outcomes"
+
+# Positions per (wallet, condition) of validly resolved conditions; flat positions (|exposure| <
+# 0.01) are not outcomes. exposure = net_yes − net_no, net = bought − sold shares of the outcome.
+POSITIONS = f"""
+SELECT
+    t.wallet_address AS wallet_address,
+    t.condition_id AS condition_id,
+    any(t.market_id) AS market_id,
+    any(r.resolved_outcome) AS resolved_outcome,
+    any(r.payouts) AS payouts,
+    any(r.resolved_at) AS resolved_at,
+    anyIf(t.canonical_category, t.canonical_category != '') AS trade_category,
+    count() AS num_trades,
+    sum(if(t.side = 'BUY', 1, -1) * if(t.outcome_index = 0, 1, -1) * toDecimal128(t.shares, 6)) AS exposure,
+    sum(t.realized_pnl_usd) AS pnl
+FROM $db.trades_raw AS t
+INNER JOIN ({VALID_RESOLUTIONS}) AS r ON r.condition_id = t.condition_id
+GROUP BY t.wallet_address, t.condition_id
+HAVING abs(exposure) >= 0.01
+"""
+
+OUTCOMES_FILL = f"""
+INSERT INTO $db.wallet_resolution_outcomes_build
+SELECT
+    p.wallet_address, p.condition_id, p.market_id, p.resolved_outcome,
+    if(p.exposure > 0, 'YES', 'NO') AS final_side,
+    toUInt8(if(p.exposure > 0, p.payouts[1] > p.payouts[2], p.payouts[2] > p.payouts[1])) AS won,
+    p.resolved_at,
+    if(p.trade_category != '', p.trade_category, ifNull(d.canonical_category, '')) AS canonical_category,
+    toUInt32(p.num_trades),
+    toDecimal128(abs(p.exposure), 6) AS final_shares,
+    toDecimal128(ifNull(p.pnl, 0), 12) AS realized_pnl_usd
+FROM ({POSITIONS}) AS p
+LEFT JOIN (SELECT market_id, canonical_category FROM $db.markets_dim FINAL) AS d ON d.market_id = p.market_id
+SETTINGS join_use_nulls = 1
+"""
+OUTCOMES_COUNT_BUILD = "SELECT count(), uniqExact(wallet_address) FROM $db.wallet_resolution_outcomes_build"
+OUTCOMES_EXCHANGE = "EXCHANGE TABLES $db.wallet_resolution_outcomes AND $db.wallet_resolution_outcomes_build"
+
+# =================================================================================================
+# Gates
+# =================================================================================================
+GATE_MARKETS_MISSING_DIM = """
+SELECT uniqExact(market_id) FROM $db.trades_raw
+WHERE market_id != '' AND market_id NOT IN (SELECT market_id FROM $db.markets_dim)
+"""
+# NULL P&L where there must be one: rows marked resolved, and rows of validly resolved conditions
+# Step D has not reached (is_resolved still 0). The old gate only counted the first kind.
+GATE_PNL_NULLS = f"""
+SELECT countIf(realized_pnl_usd IS NULL AND (is_resolved = 1 OR condition_id IN (SELECT condition_id FROM ({VALID_RESOLUTIONS}))))
+FROM $db.trades_raw
+"""
+GATE_WALLETS_ACTUAL = "SELECT uniqExact(wallet_address) FROM $db.wallet_resolution_outcomes"
+# Expected from the data, independently of Step E's table: wallets with at least one non-flat
+# position in a validly resolved condition.
+GATE_WALLETS_EXPECTED = f"SELECT uniqExact(wallet_address) FROM ({POSITIONS})"
+# Value conservation per resolved market: |Σ realized_pnl_usd + Σ fee_usd| > 0.01.
+GATE_BAD_MARKETS = """
+SELECT count(), groupArray(10)(market_id) FROM (
+    SELECT market_id, sum(ifNull(realized_pnl_usd, 0)) + sum(fee_usd) AS imbalance
+    FROM $db.trades_raw WHERE is_resolved = 1
+    GROUP BY market_id
+    HAVING abs(imbalance) > 0.01
+)
+"""
+GATE_RESOLVED_MARKETS = "SELECT uniqExact(market_id) FROM $db.trades_raw WHERE is_resolved = 1"
