@@ -164,3 +164,16 @@ def ch_backend(request: pytest.FixtureRequest, settings: Settings) -> Iterator["
     yield client
     client.command(f"DROP DATABASE IF EXISTS `{settings.clickhouse_database}`")
     client.close()
+
+
+PG_TCP_PASSWORD = "Loopback-PG-Secret-2"
+
+
+@pytest.fixture(scope="session")
+def pg_tcp() -> Iterator["object"]:
+    """A second PostgreSQL on a loopback TCP port with a password (server mode by URL)."""
+    from tests.support.pg_tcp import remove, start_tcp_postgres
+
+    server = start_tcp_postgres(PG_TCP_PASSWORD)
+    yield server
+    remove(server)

@@ -28,7 +28,9 @@ from engine.settings import Settings
 
 T = TypeVar("T")
 MIGRATIONS_DIR = Path(__file__).parent / "migrations" / "postgres"
-_MIGRATION_LOCK_KEY = 0x0A5C0501  # advisory lock id for migrations: concurrent runners apply once
+_MIGRATION_LOCK_KEY = 0x0A5C0501
+# The pool logs every failed reconnect at WARNING on stderr; retries are reported by the jobs.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # advisory lock id for migrations: concurrent runners apply once
 
 # Connection-level failures worth a retry; data errors (constraint, syntax) are not.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -120,6 +122,16 @@ class Postgres:
         kwargs: dict[str, Any] = {"autocommit": True}
         if is_transaction_pooler(self.settings.postgres_url.get_secret_value() if self.settings.postgres_url else "", self.settings.postgres_pooler):
             kwargs["prepare_threshold"] = None  # no server-side prepared statements behind a pooler
+        # One direct attempt first: the pool would only say "initialization incomplete", while the
+        # operator needs the server's own reason (bad password, no TLS, unknown database...).
+        try:
+            probe = await psycopg.AsyncConnection.connect(self.url, connect_timeout=max(1, int(timeout)), **kwargs)
+            await probe.close()
+        except psycopg.Error as exc:
+            raise StoreUnavailable(
+                f"cannot connect to Postgres ({self.where}): {redact(str(exc)).strip() or type(exc).__name__}",
+                hint="check SUPABASE_DB_URL / POSTGRES_URL, or unset both to use the embedded server",
+            ) from None
         self.pool = AsyncConnectionPool(
             self.url, min_size=min_size, max_size=max_size, kwargs=kwargs, open=False,
             reconnect_timeout=self.retry_seconds, name="opsconsole",
