@@ -1,0 +1,372 @@
+"""Polymarket Gamma API client for enrichment (Steps A and C), plus an offline snapshot source.
+
+Gamma sends `outcomes`, `outcomePrices` and `clobTokenIds` as JSON-encoded strings; they are
+decoded here, at the edge, into a typed `GammaMarket`. The old system had no retry at all (one 429
+aborted a run); here every request is retried with backoff on transport errors, 5xx and 429
+(honouring `Retry-After`), and a client-side limiter keeps us under Gamma's published `/markets`
+limit (300 requests per 10 s) so we rarely see a 429 in the first place.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+from aiolimiter import AsyncLimiter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from engine.errors import BadInput, OpsError
+from engine.redact import redact
+
+# Gamma publishes 300 req / 10 s for /markets; stay comfortably below it.
+DEFAULT_RATE = (250, 10.0)
+DEFAULT_BATCH = 50  # condition ids per request: keeps URLs well under common 8 KiB limits
+
+
+class GammaError(OpsError):
+    """Gamma could not be used (unreachable after retries, malformed answer, client error)."""
+
+
+class GammaUnavailable(GammaError):
+    """Transport-level failure after every retry: Gamma is not reachable from here."""
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _json_list(value: Any) -> list[Any]:
+    """Gamma encodes some lists as JSON strings ("[\"Yes\", \"No\"]"); accept both forms."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(f"not a JSON-encoded list: {value[:60]!r}") from None
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list, got {type(value).__name__}")
+    return value
+
+
+class GammaMarket(BaseModel):
+    """The fields of a Gamma market that enrichment uses (others are ignored)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    id: str = ""
+    condition_id: str = Field("", alias="conditionId")
+    question: str = ""
+    slug: str = ""
+    category: str = ""
+    outcomes: list[str] = Field(default_factory=list)
+    outcome_prices: list[Decimal] = Field(default_factory=list, alias="outcomePrices")
+    closed: bool = False
+    active: bool | None = None
+    end_date: str = Field("", alias="endDate")
+    closed_time: str = Field("", alias="closedTime")
+    uma_resolution_status: str = Field("", alias="umaResolutionStatus")
+    event_id: str = ""
+    event_title: str = ""
+    event_category: str = ""
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("id", "condition_id", "question", "slug", "category", "end_date", "closed_time",
+                     "uma_resolution_status", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> str:
+        return "" if v is None else str(v)
+
+    @field_validator("outcomes", mode="before")
+    @classmethod
+    def _outcomes(cls, v: Any) -> list[str]:
+        return [str(x) for x in _json_list(v)]
+
+    @field_validator("outcome_prices", mode="before")
+    @classmethod
+    def _prices(cls, v: Any) -> list[Decimal]:
+        out = []
+        for x in _json_list(v):
+            try:
+                out.append(Decimal(str(x)))
+            except InvalidOperation:
+                raise ValueError(f"outcome price {x!r} is not a number") from None
+        return out
+
+    @classmethod
+    def from_api(cls, raw: dict[str, Any]) -> GammaMarket:
+        data = dict(raw)
+        events = data.get("events") or []
+        if isinstance(events, list) and events and isinstance(events[0], dict):
+            ev = events[0]  # a market's event is the first element of `events`
+            data["event_id"] = str(ev.get("id") or "")
+            data["event_title"] = str(ev.get("title") or "")
+            data["event_category"] = str(ev.get("category") or "")
+        tags = data.get("tags") or []
+        data["tags"] = [str(t.get("label") or t.get("slug") or "") if isinstance(t, dict) else str(t) for t in tags] \
+            if isinstance(tags, list) else []
+        return cls.model_validate(data)
+
+    @property
+    def raw_category(self) -> str:
+        for value in (self.category, self.event_category, *self.tags):
+            if value and value.strip():
+                return value.strip()
+        return ""
+
+
+@dataclass
+class FetchReport:
+    markets: list[GammaMarket] = field(default_factory=list)
+    malformed: list[tuple[str, str]] = field(default_factory=list)  # (id or index, reason)
+    requests: int = 0
+
+
+def parse_markets(payload: Any, report: FetchReport) -> None:
+    """Validate a `/markets` answer (a JSON list); malformed entries are reported, not fatal."""
+    if isinstance(payload, dict) and isinstance(payload.get("data"), list):
+        payload = payload["data"]  # some Gamma deployments wrap lists
+    if not isinstance(payload, list):
+        raise GammaError(f"Gamma /markets answered {type(payload).__name__}, expected a JSON list of markets")
+    for i, raw in enumerate(payload):
+        if not isinstance(raw, dict):
+            report.malformed.append((f"#{i}", "not a JSON object"))
+            continue
+        try:
+            report.markets.append(GammaMarket.from_api(raw))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = str(raw.get("conditionId") or raw.get("id") or f"#{i}")
+            report.malformed.append((where, f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"))
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+class MarketSource(Protocol):
+    """Where Step A and Step C get markets: live Gamma or an offline snapshot."""
+
+    description: str
+
+    async def markets_by_condition_ids(self, condition_ids: Sequence[str], *, closed: bool | None = None) -> FetchReport: ...
+
+
+class GammaClient:
+    """Async Gamma client: timeouts, retries with backoff (429 `Retry-After` honoured), rate limit."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 15.0,
+        max_attempts: int = 5,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        max_retry_after_s: float = 120.0,
+        rate: tuple[int, float] = DEFAULT_RATE,
+        batch_size: int = DEFAULT_BATCH,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise BadInput(f"Gamma base URL must start with http:// or https://, got {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.description = f"Gamma {self.base_url}"
+        self.max_attempts = max_attempts
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.max_retry_after_s = max_retry_after_s
+        self.batch_size = batch_size
+        self.limiter = AsyncLimiter(rate[0], rate[1])
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
+            headers={"Accept": "application/json", "User-Agent": "opsconsole-enrichment"},
+            transport=transport,
+        )
+        self.requests = 0
+
+    async def __aenter__(self) -> GammaClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            return min(exc.retry_after, self.max_retry_after_s)
+        # exponential backoff with full jitter: spreads retries of parallel callers
+        ceiling = min(self.backoff_max_s, self.backoff_base_s * (2 ** (state.attempt_number - 1)))
+        return random.uniform(ceiling / 2, ceiling)
+
+    async def get_json(self, path: str, params: list[tuple[str, str]] | dict[str, Any] | None = None) -> Any:
+        """GET `path` and decode JSON, retrying what a retry can fix."""
+
+        async def once() -> Any:
+            async with self.limiter:
+                self.requests += 1
+                try:
+                    resp = await self._client.get(path, params=params)
+                except httpx.TimeoutException as exc:
+                    raise _Retryable(f"timed out ({type(exc).__name__})") from None
+                except httpx.TransportError as exc:
+                    raise _Retryable(f"cannot reach {self.base_url}: {exc or type(exc).__name__}") from None
+            if resp.status_code == 429:
+                raise _Retryable("429 Too Many Requests", _retry_after_seconds(resp.headers.get("Retry-After")))
+            if resp.status_code >= 500:
+                raise _Retryable(f"HTTP {resp.status_code} from Gamma")
+            if resp.status_code >= 400:
+                raise GammaError(f"Gamma {path} refused the request: HTTP {resp.status_code} {resp.text[:200]!r}")
+            try:
+                return resp.json()
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise GammaError(f"Gamma {path} answered malformed JSON: {resp.text[:120]!r}") from None
+
+        last: _Retryable | None = None
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.max_attempts),
+                wait=self._wait,
+                retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
+                reraise=True,
+            ):
+                with attempt:
+                    return await once()
+        except _Retryable as exc:
+            last = exc
+        reason = redact(str(last))
+        if last is not None and ("cannot reach" in reason or "timed out" in reason):
+            raise GammaUnavailable(f"Gamma unavailable after {self.max_attempts} attempts: {reason}")
+        raise GammaError(f"Gamma {path} failed after {self.max_attempts} attempts: {reason}")
+
+    async def markets_page(self, params: list[tuple[str, str]], limit: int, offset: int) -> Any:
+        return await self.get_json("/markets", [*params, ("limit", str(limit)), ("offset", str(offset))])
+
+    async def _paged(self, params: list[tuple[str, str]], limit: int, report: FetchReport, max_pages: int = 10_000) -> None:
+        offset = 0
+        for _ in range(max_pages):
+            payload = await self.markets_page(params, limit, offset)
+            report.requests += 1
+            before = len(report.markets) + len(report.malformed)
+            parse_markets(payload, report)
+            got = len(report.markets) + len(report.malformed) - before
+            if got < limit:
+                return
+            offset += limit
+
+    async def markets_by_condition_ids(self, condition_ids: Sequence[str], *, closed: bool | None = None) -> FetchReport:
+        """Markets for these condition ids, batched (`condition_ids` repeated per request), paged.
+
+        Gamma may hide closed markets unless asked, so ids not found in the first pass are asked
+        again with `closed=true` (unless the caller fixed `closed`)."""
+        wanted = list(dict.fromkeys(c for c in condition_ids if c))
+        report = FetchReport()
+        seen: set[str] = set()
+
+        async def pass_(ids: list[str], closed_flag: bool | None) -> None:
+            for i in range(0, len(ids), self.batch_size):
+                chunk = ids[i:i + self.batch_size]
+                params = [("condition_ids", c) for c in chunk]
+                if closed_flag is not None:
+                    params.append(("closed", "true" if closed_flag else "false"))
+                part = FetchReport()
+                await self._paged(params, len(chunk), part)
+                report.requests += part.requests
+                report.malformed.extend(part.malformed)
+                for m in part.markets:
+                    if m.condition_id and m.condition_id not in seen:
+                        seen.add(m.condition_id)
+                        report.markets.append(m)
+
+        await pass_(wanted, closed)
+        if closed is None:
+            missing = [c for c in wanted if c not in seen]
+            if missing:
+                await pass_(missing, True)
+        return report
+
+    async def closed_markets(self, *, page_size: int = 100, max_pages: int = 10_000) -> FetchReport:
+        """Every closed market, paged with limit/offset (used when no condition list is given)."""
+        report = FetchReport()
+        await self._paged([("closed", "true")], page_size, report, max_pages)
+        return report
+
+
+class SnapshotSource:
+    """Offline stand-in for Gamma: a file of Gamma market objects (JSON list, `{"markets": [...]}`
+    or JSON lines), exactly as the API returns them (string-encoded `outcomePrices` included)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.description = f"snapshot {self.path}"
+        if not self.path.is_file():
+            raise BadInput(f"Gamma snapshot {self.path} does not exist or is not a file")
+        text = self.path.read_text(encoding="utf-8")
+        try:
+            doc: Any = json.loads(text)
+        except json.JSONDecodeError:
+            doc = []
+            for n, line in enumerate(text.splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    doc.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise BadInput(f"Gamma snapshot {self.path} line {n}: not JSON ({exc.msg})") from None
+        if isinstance(doc, dict) and isinstance(doc.get("markets"), list):
+            doc = doc["markets"]
+        if not isinstance(doc, list):
+            raise BadInput(f"Gamma snapshot {self.path}: expected a JSON list of markets or {{\"markets\": [...]}}")
+        self.report = FetchReport()
+        parse_markets(doc, self.report)
+        self.by_condition = {m.condition_id: m for m in self.report.markets if m.condition_id}
+
+    async def markets_by_condition_ids(self, condition_ids: Sequence[str], *, closed: bool | None = None) -> FetchReport:
+        out = FetchReport(malformed=list(self.report.malformed))
+        for c in dict.fromkeys(condition_ids):
+            m = self.by_condition.get(c)
+            if m is not None and (closed is None or m.closed == closed):
+                out.markets.append(m)
+        return out
+
+    async def aclose(self) -> None:
+        pass
+
+
+def chunked(items: Iterable[str], size: int) -> Iterable[list[str]]:
+    batch: list[str] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

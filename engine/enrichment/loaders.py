@@ -1,0 +1,756 @@
+"""`opsconsole data load`: trades, markets and resolutions from CSV, JSON lines or Parquet.
+
+Rules:
+* Every row is checked before anything reaches the real table. Trades and markets are
+  all-or-nothing per file: one bad row refuses the file, naming line numbers and reasons
+  (`skip_invalid` loads the good rows and reports the rest). Resolutions are the exception operators
+  asked for: valid ones load, invalid ones are listed (and recorded in `resolution_rejects`).
+* Rows stream through a private staging table in chunks (`insert_rows`, no giant SQL strings), then
+  ONE `INSERT … SELECT` moves them into the real table. A crash before that statement leaves the real
+  table untouched; the staging table is dropped either way.
+* Reloading is idempotent. Trades are immutable fills: only `trade_id`s not present yet are
+  inserted. Markets and resolutions are ReplacingMergeTree upserts: a row identical to the current
+  version is skipped, a changed one is inserted as the newer version (readers use FINAL).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.enrichment.categories import canonicalize_category
+from engine.enrichment.schema import ensure_schema
+from engine.errors import BadInput
+from engine.stores.clickhouse import ClickHouse, ClickHouseError, ident
+
+Kind = Literal["trades", "markets", "resolutions"]
+KINDS: tuple[Kind, ...] = ("trades", "markets", "resolutions")
+FORMATS = ("auto", "csv", "jsonl", "parquet", "json")
+
+CHUNK_ROWS = 20_000
+MAX_LISTED = 20  # invalid rows named in a message; the count is always given in full
+
+PLACEHOLDER_IDS = {"", "unknown", "none", "null", "nan", "n/a", "na", "undefined", "0x", "-", "?"}
+
+# Documented file formats: (column, required, description). `opsconsole data load --help` prints these.
+COLUMNS: dict[Kind, list[tuple[str, bool, str]]] = {
+    "trades": [
+        ("trade_id", True, "unique fill id (natural key; a reload skips ids already present)"),
+        ("wallet_address", True, "wallet that made this fill"),
+        ("market_id", True, "market id"),
+        ("condition_id", True, "CTF condition id of the market"),
+        ("outcome_index", True, "0 = YES token, 1 = NO token"),
+        ("side", True, "BUY or SELL"),
+        ("price", True, "0..1, at most 6 decimals"),
+        ("shares", True, "> 0, at most 6 decimals"),
+        ("usd_value", False, "price x shares (within 0.01); computed when absent"),
+        ("fee_usd", False, ">= 0, paid by this wallet (default 0)"),
+        ("timestamp", True, "ISO 8601 (naive = UTC) or Unix seconds/milliseconds"),
+        ("tx_hash", False, "transaction hash"),
+        ("canonical_category", False, "normally filled by Step B"),
+    ],
+    "markets": [
+        ("market_id", True, "market id (natural key)"),
+        ("condition_id", True, "CTF condition id"),
+        ("question", False, ""), ("slug", False, ""), ("event_id", False, ""),
+        ("category", False, "source category"),
+        ("canonical_category", False, "derived from category when absent"),
+        ("outcomes", False, 'JSON list, default ["Yes","No"]; exactly 2'),
+        ("clob_token_ids", False, "JSON list"),
+        ("closed", False, "true/false"),
+        ("end_date", False, "ISO 8601 or Unix time"),
+    ],
+    "resolutions": [
+        ("condition_id", True, "CTF condition id (natural key); must be known from trades or markets"),
+        ("market_id", True, "market id; must match the condition's market"),
+        ("payout_yes", True, ">= 0; with payout_no sums to exactly 1 (or `payouts` = [yes, no])"),
+        ("payout_no", True, ">= 0"),
+        ("resolved_outcome", False, "YES | NO | SPLIT; must agree with the payouts; null = rejected"),
+        ("resolved_at", True, "ISO 8601 or Unix time"),
+    ],
+}
+
+
+def formats_help() -> str:
+    lines = ["file formats (one record per row/line; CSV needs a header row):"]
+    for kind, cols in COLUMNS.items():
+        lines.append(f"  {kind}:")
+        for name, required, desc in cols:
+            lines.append(f"    {name:<19}{'required' if required else 'optional':<9} {desc}")
+    lines.append('  resolutions also accept the old map format: a .json file {"resolutions": [{condition_id, '
+                 'market_id, resolved_outcome: "YES"|"NO"|null, payout_yes, payout_no, resolved_at}, ...]}')
+    lines.append("  formats: csv, jsonl (JSON lines), parquet, json (a JSON list, or the map format); "
+                 "auto picks by extension (.csv, .jsonl/.ndjson, .parquet/.pq, .json)")
+    return "\n".join(lines)
+
+
+# --- reports ---------------------------------------------------------------------------------------
+@dataclass
+class RowError:
+    where: str  # "line 12", "row 5", "resolutions[3]"
+    reason: str
+    key: str = ""
+
+
+@dataclass
+class LoadReport:
+    kind: str
+    path: str
+    format: str
+    records: int = 0
+    valid: int = 0
+    inserted: int = 0
+    unchanged: int = 0  # already present (trades) or identical to the current version (dims)
+    invalid: list[RowError] = field(default_factory=list)
+    skipped_invalid: bool = False
+
+    @property
+    def invalid_count(self) -> int:
+        return len(self.invalid)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "path": self.path, "format": self.format, "records": self.records,
+            "valid": self.valid, "inserted": self.inserted, "unchanged": self.unchanged,
+            "invalid": self.invalid_count,
+            "invalid_rows": [{"where": e.where, "reason": e.reason, "key": e.key} for e in self.invalid[:1000]],
+        }
+
+
+def list_errors(errors: list[RowError], limit: int = MAX_LISTED) -> str:
+    shown = [f"  {e.where}: {e.reason}" for e in errors[:limit]]
+    if len(errors) > limit:
+        shown.append(f"  … and {len(errors) - limit} more")
+    return "\n".join(shown)
+
+
+# --- reading -----------------------------------------------------------------------------------------
+@dataclass
+class Record:
+    where: str
+    data: dict[str, Any] | None
+    error: str = ""
+
+
+def detect_format(path: Path, fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise BadInput(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if fmt != "auto":
+        return fmt
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    if suffix == ".json":
+        return "json"
+    raise BadInput(f"cannot tell the format of {path.name} from its extension; pass --format csv|jsonl|parquet")
+
+
+def _blank_to_none(row: dict[str, Any]) -> dict[str, Any]:
+    return {(k or "").strip(): (None if isinstance(v, str) and v.strip() == "" else v) for k, v in row.items()}
+
+
+def read_records(path: Path, fmt: str) -> Iterator[Record]:
+    if fmt == "csv":
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+            if reader.fieldnames is None:
+                return
+            for row in reader:
+                if None in row:  # more cells than header columns
+                    yield Record(f"line {reader.line_num}", None, f"{len(row[None]) } more cells than the header has")  # type: ignore[index]
+                    continue
+                yield Record(f"line {reader.line_num}", _blank_to_none(row))
+    elif fmt == "jsonl":
+        with path.open(encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield Record(f"line {n}", None, f"not valid JSON ({exc.msg})")
+                    continue
+                if not isinstance(obj, dict):
+                    yield Record(f"line {n}", None, "not a JSON object")
+                    continue
+                yield Record(f"line {n}", obj)
+    elif fmt == "json":
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            # a .json file holding JSON lines
+            yield from read_records(path, "jsonl")
+            return
+        name = "item"
+        if isinstance(doc, dict):
+            for key in ("resolutions", "markets", "trades"):
+                if isinstance(doc.get(key), list):
+                    name, doc = key, doc[key]
+                    break
+            else:
+                raise BadInput(f"{path}: a JSON object must hold a list under \"resolutions\", \"markets\" or \"trades\"")
+        if not isinstance(doc, list):
+            raise BadInput(f"{path}: expected a JSON list of records")
+        for i, obj in enumerate(doc):
+            if not isinstance(obj, dict):
+                yield Record(f"{name}[{i}]", None, "not a JSON object")
+            else:
+                yield Record(f"{name}[{i}]", obj)
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as exc:
+            raise BadInput(f"{path}: not a readable Parquet file ({exc})") from None
+        n = 0
+        for batch in pf.iter_batches(batch_size=CHUNK_ROWS):
+            for obj in batch.to_pylist():
+                n += 1
+                yield Record(f"row {n}", obj)
+    else:  # pragma: no cover - detect_format guards this
+        raise BadInput(f"unknown format {fmt}")
+
+
+def file_columns(path: Path, fmt: str) -> list[str] | None:
+    """Header columns when the format has a header (CSV, Parquet); None otherwise."""
+    if fmt == "csv":
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), None)
+        return [h.strip() for h in header] if header else []
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.ParquetFile(path).schema_arrow.names)
+        except Exception as exc:
+            raise BadInput(f"{path}: not a readable Parquet file ({exc})") from None
+    return None
+
+
+# --- field checks (explicit, so every message names the field and the value) --------------------
+class FieldError(ValueError):
+    pass
+
+
+def _text(row: dict[str, Any], name: str, *, required: bool, ident_like: bool = False) -> str:
+    value = row.get(name)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        if required:
+            raise FieldError(f"{name} is missing")
+        return ""
+    text = str(value).strip()
+    if ident_like and text.lower() in PLACEHOLDER_IDS:
+        raise FieldError(f"{name} is a placeholder ({text!r})")
+    if required and not text:
+        raise FieldError(f"{name} is empty")
+    return text
+
+
+def _decimal(row: dict[str, Any], name: str, *, required: bool, places: int) -> Decimal | None:
+    value = row.get(name)
+    if value is None:
+        if required:
+            raise FieldError(f"{name} is missing")
+        return None
+    if isinstance(value, bool):
+        raise FieldError(f"{name} must be a number, got {value!r}")
+    try:
+        d = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except InvalidOperation:
+        raise FieldError(f"{name} is not a number ({value!r})") from None
+    if not d.is_finite():
+        raise FieldError(f"{name} is not finite ({value!r})")
+    exp = d.normalize().as_tuple().exponent  # trailing zeros do not count as decimals
+    if isinstance(exp, int) and -exp > places:
+        raise FieldError(f"{name} has more than {places} decimals ({value!r}); it would be rounded")
+    return d
+
+
+def _when(row: dict[str, Any], name: str, *, required: bool) -> datetime | None:
+    value = row.get(name)
+    if value is None:
+        if required:
+            raise FieldError(f"{name} is missing")
+        return None
+    try:
+        if isinstance(value, datetime):
+            dt = value
+        elif isinstance(value, date):
+            dt = datetime(value.year, value.month, value.day)
+        elif isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+            secs = float(value)
+            dt = datetime.fromtimestamp(secs / 1000 if secs > 1e11 else secs, tz=timezone.utc)
+        else:
+            text = str(value).strip()
+            if text.replace(".", "", 1).isdigit():
+                secs = float(text)
+                dt = datetime.fromtimestamp(secs / 1000 if secs > 1e11 else secs, tz=timezone.utc)
+            else:
+                dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" UTC", "+00:00"))
+    except (ValueError, OverflowError, OSError):
+        raise FieldError(f"{name} is not a timestamp ({value!r}): use ISO 8601 or Unix seconds") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)  # naive = UTC, as documented
+    dt = dt.astimezone(timezone.utc)
+    if not (2000 <= dt.year < 2106):
+        raise FieldError(f"{name} {value!r} is outside 2000..2105")
+    return dt.replace(microsecond=0)
+
+
+def _json_list(row: dict[str, Any], name: str) -> list[str] | None:
+    value = row.get(name)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise FieldError(f"{name} is not a JSON list ({value[:40]!r})") from None
+    if not isinstance(value, (list, tuple)):
+        raise FieldError(f"{name} must be a list")
+    return [str(x) for x in value]
+
+
+def _bool(row: dict[str, Any], name: str) -> int:
+    value = row.get(name)
+    if value is None:
+        return 0
+    text = str(value).strip().lower()
+    if text in ("1", "true", "t", "yes", "y"):
+        return 1
+    if text in ("0", "false", "f", "no", "n"):
+        return 0
+    raise FieldError(f"{name} must be true or false ({value!r})")
+
+
+def _collect(checks: list[Callable[[], Any]]) -> tuple[list[Any], list[str]]:
+    """Run every field check and keep every problem, so one pass names all of a row's faults."""
+    values, problems = [], []
+    for check in checks:
+        try:
+            values.append(check())
+        except FieldError as exc:
+            values.append(None)
+            problems.append(str(exc))
+    return values, problems
+
+
+# --- per-kind row validation: returns (key, row tuple) or raises FieldError --------------------------
+TRADE_STAGE_COLUMNS = [
+    "trade_id", "wallet_address", "market_id", "condition_id", "outcome_index", "side", "price",
+    "shares", "usd_value", "fee_usd", "timestamp", "tx_hash", "canonical_category",
+]
+USD_TOLERANCE = Decimal("0.01")
+
+
+def validate_trade(row: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    def outcome() -> int:
+        v = row.get("outcome_index")
+        if v is None:
+            raise FieldError("outcome_index is missing")
+        text = str(v).strip()
+        if text not in ("0", "1", "0.0", "1.0"):
+            raise FieldError(f"outcome_index must be 0 (YES) or 1 (NO), got {v!r}")
+        return int(float(text))
+
+    def side() -> str:
+        v = _text(row, "side", required=True).upper()
+        if v not in ("BUY", "SELL"):
+            raise FieldError(f"side must be BUY or SELL, got {row.get('side')!r}")
+        return v
+
+    def price() -> Decimal:
+        p = _decimal(row, "price", required=True, places=6)
+        assert p is not None
+        if not (0 <= p <= 1):
+            raise FieldError(f"price {p} is outside [0, 1]")
+        return p
+
+    def shares() -> Decimal:
+        s = _decimal(row, "shares", required=True, places=6)
+        assert s is not None
+        if s <= 0:
+            raise FieldError(f"shares must be > 0, got {s}")
+        if s >= Decimal(10) ** 12:
+            raise FieldError(f"shares {s} is implausibly large (>= 1e12)")
+        return s
+
+    def fee() -> Decimal:
+        f = _decimal(row, "fee_usd", required=False, places=12)
+        if f is None:
+            return Decimal(0)
+        if f < 0:
+            raise FieldError(f"fee_usd must be >= 0, got {f}")
+        return f
+
+    (tid, wallet, market, cond, oi, sd, p, s, fee_v, ts, tx, cat), problems = _collect([
+        lambda: _text(row, "trade_id", required=True, ident_like=True),
+        lambda: _text(row, "wallet_address", required=True, ident_like=True),
+        lambda: _text(row, "market_id", required=True, ident_like=True),
+        lambda: _text(row, "condition_id", required=True, ident_like=True),
+        outcome, side, price, shares, fee,
+        lambda: _when(row, "timestamp", required=True),
+        lambda: _text(row, "tx_hash", required=False),
+        lambda: _text(row, "canonical_category", required=False),
+    ])
+    usd = None
+    try:
+        usd = _decimal(row, "usd_value", required=False, places=12)
+        if usd is not None and usd < 0:
+            raise FieldError(f"usd_value must be >= 0, got {usd}")
+    except FieldError as exc:
+        problems.append(str(exc))
+    if p is not None and s is not None:
+        product = p * s
+        if usd is None:
+            usd = product
+        elif abs(usd - product) > USD_TOLERANCE:
+            problems.append(f"usd_value {usd} is not price x shares ({product})")
+    if problems:
+        raise FieldError("; ".join(problems))
+    return tid, (tid, wallet, market, cond, oi, sd, p, s, usd, fee_v, ts, tx, cat)
+
+
+MARKET_STAGE_COLUMNS = [
+    "market_id", "condition_id", "question", "slug", "event_id", "category", "canonical_category",
+    "outcomes", "clob_token_ids", "closed", "end_date", "source",
+]
+
+
+def validate_market(row: dict[str, Any], source: str = "file") -> tuple[str, tuple[Any, ...]]:
+    def outcomes() -> list[str]:
+        o = _json_list(row, "outcomes")
+        if o is None:
+            return ["Yes", "No"]
+        if len(o) != 2:
+            raise FieldError(f"outcomes must list exactly 2 outcomes (binary market), got {len(o)}")
+        return o
+
+    (mid, cond, question, slug, event_id, category, canonical, outs, tokens, closed, end), problems = _collect([
+        lambda: _text(row, "market_id", required=True, ident_like=True),
+        lambda: _text(row, "condition_id", required=True, ident_like=True),
+        lambda: _text(row, "question", required=False),
+        lambda: _text(row, "slug", required=False),
+        lambda: _text(row, "event_id", required=False),
+        lambda: _text(row, "category", required=False),
+        lambda: _text(row, "canonical_category", required=False),
+        outcomes,
+        lambda: _json_list(row, "clob_token_ids") or [],
+        lambda: _bool(row, "closed"),
+        lambda: _when(row, "end_date", required=False),
+    ])
+    if problems:
+        raise FieldError("; ".join(problems))
+    canonical = canonical or canonicalize_category(category)
+    return mid, (mid, cond, question, slug, event_id, category, canonical, outs, tokens, closed, end, source)
+
+
+RESOLUTION_STAGE_COLUMNS = ["condition_id", "market_id", "payouts", "resolved_at", "source"]
+_OUTCOMES = {"YES": "YES", "NO": "NO", "SPLIT": "SPLIT", "Y": "YES", "N": "NO", "0": "YES", "1": "NO"}
+
+
+def validate_resolution(row: dict[str, Any], source: str = "file") -> tuple[str, tuple[Any, ...]]:
+    """A resolution is valid when its ids are real, its payouts are >= 0 and sum to exactly 1, and a
+    stated outcome agrees with the payouts. A null/unknown outcome is rejected, never guessed."""
+    problems: list[str] = []
+    (cond, market, resolved_at), problems = _collect([
+        lambda: _text(row, "condition_id", required=True, ident_like=True),
+        lambda: _text(row, "market_id", required=True, ident_like=True),
+        lambda: _when(row, "resolved_at", required=True),
+    ])
+    outcome: str | None = None
+    if "resolved_outcome" in row:
+        raw = row["resolved_outcome"]
+        if raw is None or str(raw).strip() == "":
+            problems.append("resolved_outcome is null (unknown outcome)")
+        else:
+            outcome = _OUTCOMES.get(str(raw).strip().upper())
+            if outcome is None:
+                problems.append(f"resolved_outcome {raw!r} is not YES, NO or SPLIT")
+    payouts: list[Decimal] | None = None
+    try:
+        if row.get("payouts") is not None:
+            items = row["payouts"]
+            if isinstance(items, str):
+                items = json.loads(items)
+            if not isinstance(items, (list, tuple)) or len(items) != 2:
+                raise FieldError("payouts must be a list [payout_yes, payout_no]")
+            payouts = [_decimal({"payout": x}, "payout", required=True, places=6) for x in items]  # type: ignore[misc]
+        else:
+            y = _decimal(row, "payout_yes", required=True, places=6)
+            n = _decimal(row, "payout_no", required=True, places=6)
+            payouts = [y, n]  # type: ignore[list-item]
+    except (FieldError, json.JSONDecodeError) as exc:
+        problems.append(str(exc) if isinstance(exc, FieldError) else "payouts is not a JSON list")
+    if payouts is not None:
+        if any(p < 0 for p in payouts):
+            problems.append(f"payouts must be >= 0, got {[str(p) for p in payouts]}")
+        elif sum(payouts) != 1:
+            problems.append(f"payouts must sum to 1, got {' + '.join(str(p) for p in payouts)} = {sum(payouts)}")
+        elif outcome is not None:
+            implied = "YES" if payouts[0] > payouts[1] else "NO" if payouts[1] > payouts[0] else "SPLIT"
+            if implied != outcome:
+                problems.append(f"resolved_outcome {outcome} contradicts payouts {[str(p) for p in payouts]}")
+    if problems:
+        raise FieldError("; ".join(problems))
+    return cond, (cond, market, payouts, resolved_at, source)
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    table: str
+    key: str
+    stage_columns: list[str]
+    validate: Callable[..., tuple[str, tuple[Any, ...]]]
+    compare_columns: list[str]  # content compared for dimension upserts
+
+
+SPECS: dict[str, KindSpec] = {
+    "trades": KindSpec("trades_raw", "trade_id", TRADE_STAGE_COLUMNS, validate_trade, []),
+    "markets": KindSpec("markets_dim", "market_id", MARKET_STAGE_COLUMNS, validate_market,
+                        [c for c in MARKET_STAGE_COLUMNS if c != "source"]),
+    "resolutions": KindSpec("market_resolutions", "condition_id", RESOLUTION_STAGE_COLUMNS, validate_resolution,
+                            ["condition_id", "market_id", "payouts", "resolved_at"]),
+}
+
+
+# --- staging and the final move --------------------------------------------------------------------
+class Staging:
+    """A private MergeTree copy of the target's columns; dropped on exit whatever happened."""
+
+    def __init__(self, ch: ClickHouse, spec: KindSpec) -> None:
+        self.ch = ch
+        self.spec = spec
+        self.name = f"_load_{spec.table}_{uuid.uuid4().hex[:10]}"
+        self.rows = 0
+
+    def __enter__(self) -> Staging:
+        self.ch.command(f"CREATE TABLE $db.{ident(self.name)} ENGINE = MergeTree ORDER BY tuple() AS $db.{self.spec.table}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.ch.command(f"DROP TABLE IF EXISTS $db.{ident(self.name)}")
+        except ClickHouseError:
+            pass
+
+    def add(self, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            self.ch.insert_rows(self.name, self.spec.stage_columns, rows)
+            self.rows += len(rows)
+
+    def count(self) -> int:
+        return int(self.ch.scalar(f"SELECT count() FROM $db.{ident(self.name)}") or 0)
+
+    def move_new(self) -> int:
+        """One INSERT … SELECT of the staged rows that are new (trades) or new/changed (dims)."""
+        cols = ", ".join(self.spec.stage_columns)
+        stage = f"$db.{ident(self.name)}"
+        target = f"$db.{self.spec.table}"
+        if not self.spec.compare_columns:
+            where = f"{self.spec.key} NOT IN (SELECT {self.spec.key} FROM {target})"
+        else:
+            # toString(tuple(...)): a NULL (end_date) must hash like any value, not make the hash NULL
+            content = "cityHash64(toString(tuple(" + ", ".join(self.spec.compare_columns) + ")))"
+            where = f"({self.spec.key}, {content}) NOT IN (SELECT {self.spec.key}, {content} FROM {target} FINAL)"
+        # Count first: counting the target before/after would race with background merges.
+        new = int(self.ch.scalar(f"SELECT count() FROM {stage} WHERE {where}") or 0)
+        if new:
+            self.ch.command(f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} WHERE {where}")
+        return new
+
+
+def _require_columns(path: Path, fmt: str, kind: str) -> None:
+    header = file_columns(path, fmt)
+    if header is None:
+        return
+    present = set(header)
+    required = [c for c, req, _ in COLUMNS[kind] if req]  # type: ignore[index]
+    if kind == "resolutions" and "payouts" in present:
+        required = [c for c in required if c not in ("payout_yes", "payout_no")]
+    missing = [c for c in required if c not in present]
+    if missing:
+        raise BadInput(
+            f"{path}: missing required column(s) {', '.join(missing)}; nothing was loaded",
+            hint="see `opsconsole data load --help` for the documented columns",
+        )
+
+
+def load_file(
+    ch: ClickHouse,
+    kind: str,
+    path: Path | str,
+    *,
+    fmt: str = "auto",
+    skip_invalid: bool = False,
+    source: str = "file",
+    progress: Callable[[int], None] | None = None,
+) -> LoadReport:
+    """Validate and load one file. Raises BadInput (nothing written) when the file is refused."""
+    if kind not in SPECS:
+        raise BadInput(f"unknown data kind {kind!r}: use trades, markets or resolutions")
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{path}: no such file")
+    fmt = detect_format(path, fmt)
+    _require_columns(path, fmt, kind)
+    ensure_schema(ch)
+    spec = SPECS[kind]
+    report = LoadReport(kind, str(path), fmt)
+    seen: dict[int, str] = {}  # hash(key) -> where: duplicates inside one file are an error
+    all_or_nothing = kind != "resolutions" and not skip_invalid
+    pending: list[tuple[Any, ...]] = []
+    wheres: dict[str, tuple[str, dict[str, Any]]] = {}  # resolutions only: key -> (where, raw record)
+
+    with Staging(ch, spec) as staging:
+        for rec in read_records(path, fmt):
+            report.records += 1
+            if rec.data is None:
+                report.invalid.append(RowError(rec.where, rec.error))
+                continue
+            try:
+                if kind == "trades":
+                    key, row = validate_trade(rec.data)
+                else:
+                    key, row = spec.validate(rec.data, source)
+            except FieldError as exc:
+                key = str(rec.data.get(spec.key) or "")
+                report.invalid.append(RowError(rec.where, str(exc), key))
+                continue
+            h = hash(key)
+            if h in seen:
+                report.invalid.append(RowError(rec.where, f"duplicate {spec.key} {key!r} (first at {seen[h]})", key))
+                continue
+            seen[h] = rec.where
+            if kind == "resolutions":
+                wheres[key] = (rec.where, rec.data)
+            report.valid += 1
+            if all_or_nothing and report.invalid:
+                continue  # the file is refused anyway; keep validating only to list every problem
+            pending.append(row)
+            if len(pending) >= CHUNK_ROWS:
+                staging.add(pending)
+                pending = []
+                if progress:
+                    progress(report.records)
+        if report.records == 0:
+            raise BadInput(f"{path}: no records found; nothing was loaded")
+        if report.invalid and all_or_nothing:
+            raise BadInput(
+                f"{path}: {report.invalid_count} invalid row(s) of {report.records}; the file was refused "
+                f"as a whole and nothing was loaded:\n{list_errors(report.invalid)}",
+                hint="fix the rows, or load the valid ones with --skip-invalid",
+            )
+        staging.add(pending)
+        if kind == "resolutions":
+            _reject_unknown_conditions(ch, staging, report, wheres)
+            _record_rejects(ch, report, wheres, source)
+            if report.valid == 0:
+                raise BadInput(
+                    f"{path}: none of the {report.records} resolution(s) is valid; nothing was loaded:\n"
+                    f"{list_errors(report.invalid)}"
+                )
+        report.skipped_invalid = bool(report.invalid)
+        report.inserted = staging.move_new()
+        report.unchanged = report.valid - report.inserted
+    return report
+
+
+def _reject_unknown_conditions(ch: ClickHouse, staging: Staging, report: LoadReport,
+                               wheres: dict[str, tuple[str, dict[str, Any]]]) -> None:
+    """A resolution must name a condition we know (trades or markets) and that condition's market."""
+    stage = f"$db.{ident(staging.name)}"
+    rows = ch.query(
+        f"""
+        SELECT s.condition_id, s.market_id, k.markets
+        FROM {stage} AS s
+        LEFT JOIN (
+            SELECT condition_id, groupUniqArray(market_id) AS markets FROM (
+                SELECT DISTINCT condition_id, market_id FROM $db.trades_raw
+                WHERE condition_id IN (SELECT condition_id FROM {stage})
+                UNION ALL
+                SELECT DISTINCT condition_id, market_id FROM $db.markets_dim FINAL
+                WHERE condition_id IN (SELECT condition_id FROM {stage})
+            ) GROUP BY condition_id
+        ) AS k ON k.condition_id = s.condition_id
+        WHERE empty(k.markets) OR NOT has(k.markets, s.market_id)
+        """
+    ).rows
+    bad: list[str] = []
+    for cond, market, markets in rows:
+        where = wheres.get(cond, ("?", {}))[0]
+        if not markets:
+            reason = f"unknown condition {cond!r} (not in trades_raw or markets_dim)"
+        else:
+            reason = f"market_id {market!r} does not match the condition's market {', '.join(sorted(markets))}"
+        report.invalid.append(RowError(where, reason, cond))
+        bad.append(cond)
+    if bad:
+        ch.command(f"ALTER TABLE {stage} DELETE WHERE condition_id IN {{bad:Array(String)}}",
+                   {"bad": bad}, {"mutations_sync": 2})
+        report.valid -= len(bad)
+    report.invalid.sort(key=lambda e: _where_order(e.where))
+
+
+def _where_order(where: str) -> tuple[int, str]:
+    digits = "".join(ch for ch in where if ch.isdigit())
+    return (int(digits) if digits else 0, where)
+
+
+def _record_rejects(ch: ClickHouse, report: LoadReport, wheres: dict[str, tuple[str, dict[str, Any]]], source: str) -> None:
+    record_rejects(ch, [(e.key, _market_of(e, wheres), e.reason, wheres.get(e.key, ("", {}))[1] or {"where": e.where})
+                        for e in report.invalid], source)
+
+
+def _market_of(e: RowError, wheres: dict[str, tuple[str, dict[str, Any]]]) -> str:
+    raw = wheres.get(e.key, ("", {}))[1]
+    return str(raw.get("market_id") or "") if raw else ""
+
+
+def record_rejects(ch: ClickHouse, rejects: list[tuple[str, str, str, dict[str, Any]]], source: str) -> int:
+    """Append rejected resolutions (condition, market, reason, raw) unless the same reject is recorded."""
+    if not rejects:
+        return 0
+    rows = [(c or "", m or "", reason, json.dumps(raw, default=str, sort_keys=True), source) for c, m, reason, raw in rejects]
+    existing = {
+        (r[0], r[1], r[2], r[3])
+        for r in ch.query(
+            "SELECT condition_id, market_id, reason, raw FROM $db.resolution_rejects "
+            "WHERE source = {src:String} AND condition_id IN {ids:Array(String)}",
+            {"src": source, "ids": sorted({r[0] for r in rows})},
+        ).rows
+    }
+    new = [r for r in rows if (r[0], r[1], r[2], r[3]) not in existing]
+    ch.insert_rows("resolution_rejects", ["condition_id", "market_id", "reason", "raw", "source"], new)
+    return len(new)
+
+
+def upsert_markets(ch: ClickHouse, rows: list[tuple[Any, ...]]) -> int:
+    """Upsert validated market rows (MARKET_STAGE_COLUMNS order); returns rows new or changed."""
+    if not rows:
+        return 0
+    with Staging(ch, SPECS["markets"]) as staging:
+        staging.add(rows)
+        return staging.move_new()
+
+
+def upsert_resolutions(ch: ClickHouse, rows: list[tuple[Any, ...]]) -> int:
+    """Upsert validated resolution rows (RESOLUTION_STAGE_COLUMNS order); returns rows new or changed."""
+    if not rows:
+        return 0
+    with Staging(ch, SPECS["resolutions"]) as staging:
+        staging.add(rows)
+        return staging.move_new()
