@@ -1,0 +1,40 @@
+"""`opsconsole enrich`: Steps A–E of the enrichment runbook, crash-resumable Step D."""
+
+from __future__ import annotations
+
+import argparse
+
+from console.commands import add_job_args, run_job_command, settings_from
+from engine.enrichment.job import EnrichmentJob
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "enrich",
+        help="run enrichment steps A–E (D = batched, checkpointed P&L; E = resolution accuracy), then the gates",
+        description="Run enrichment steps in order A, B, C, D, E. Step D checkpoints after every batch to "
+        "runtime/full-enrichment.state.json and Postgres; SIGTERM/SIGINT finish the current batch, save "
+        "the checkpoint and exit 0; --resume continues after the checkpoint's cursor (BATCH_SIZE may change).",
+    )
+    p.add_argument("--step", default="all", help="A, B, C, D, E or all (comma-separated list allowed; default all)")
+    p.add_argument("--resume", action="store_true", help="Step D: continue from runtime/full-enrichment.state.json")
+    p.add_argument("--force", action="store_true", help="Step E: run even if Step D is incomplete or mutations are pending")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="Step D pairs per batch (default BATCH_SIZE or 300; also changeable live)")
+    p.add_argument("--mutation-wait-every", type=int, default=None, metavar="N",
+                   help="wait for pending mutations every N batches (default MUTATION_WAIT_EVERY or 5)")
+    p.add_argument("--write-strategy", choices=("auto", "lightweight", "classic"), default=None,
+                   help="Step D writes: lightweight UPDATE, classic ALTER TABLE … UPDATE, or auto (default STEP_D_WRITE_STRATEGY or auto)")
+    add_job_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    job = EnrichmentJob(
+        args.step, resume=args.resume, force=args.force,
+        batch_size=args.batch_size or settings.batch_size,
+        mutation_wait_every=args.mutation_wait_every or settings.mutation_wait_every,
+        write_strategy=args.write_strategy or settings.write_strategy,
+    )
+    return run_job_command(job, settings, args)

@@ -1,0 +1,168 @@
+"""The enrichment job ("full-enrichment"): optional demo data, Steps A–E in order, then the gates.
+
+Each requested step runs once, in the order A, B, C, D, E (the old master script ignored
+`--step=E` and reran everything). Between steps and between Step D batches the job honours the
+Control (pause/stop); a stopped Step D ends the run with its checkpoint saved and skips E.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import anyio
+from pydantic import BaseModel, Field
+
+from engine.enrichment.checkpoint import JOB_NAME, RemoteCheckpoints
+from engine.enrichment.gates import any_failed, compute_gates, format_gates
+from engine.errors import BadInput
+from engine.events import GatesReported, Summary
+from engine.runner import JobContext
+from engine.stores.clickhouse import ClickHouse, aopen_clickhouse
+
+ALL_STEPS = ("A", "B", "C", "D", "E")
+
+
+class EnrichmentLive(BaseModel):
+    """Live settings: take effect at the next Step D batch."""
+
+    batch_size: int = Field(300, ge=1, le=100_000)
+    mutation_wait_every: int = Field(5, ge=1, le=10_000)
+
+
+@dataclass(frozen=True)
+class DemoRequest:
+    scale: str = "medium"
+    seed: int = 7
+
+
+def parse_steps(text: str | list[str] | tuple[str, ...]) -> list[str]:
+    items = [text] if isinstance(text, str) else list(text)
+    out: list[str] = []
+    for item in items:
+        for part in str(item).replace(",", " ").split():
+            part = part.strip().upper()
+            if part == "ALL":
+                out.extend(ALL_STEPS)
+            elif part in ALL_STEPS:
+                out.append(part)
+            else:
+                raise BadInput(f"unknown step {part!r}: use A, B, C, D, E or all")
+    return [s for s in ALL_STEPS if s in out]
+
+
+class EnrichmentJob:
+    name = JOB_NAME
+
+    def __init__(
+        self,
+        steps: list[str] | tuple[str, ...] | str = ALL_STEPS,
+        resume: bool = False,
+        force: bool = False,
+        *,
+        batch_size: int | None = None,
+        mutation_wait_every: int | None = None,
+        write_strategy: str | None = None,
+        mutation_timeout_s: float | None = None,
+        demo: DemoRequest | None = None,
+        run_gates: bool = True,
+        remote_checkpoints: bool = True,
+    ) -> None:
+        self.steps = parse_steps(steps)
+        if not self.steps and demo is None:
+            raise BadInput("no steps to run")
+        self.resume = resume
+        self.force = force
+        self.batch_size = batch_size
+        self.mutation_wait_every = mutation_wait_every
+        self.write_strategy = write_strategy
+        self.mutation_timeout_s = mutation_timeout_s
+        self.demo = demo
+        self.run_gates = run_gates
+        self.remote_checkpoints = remote_checkpoints
+        self.results: dict[str, Any] = {}
+        self.gates: list[Any] = []
+
+    def live_settings(self) -> EnrichmentLive:
+        values: dict[str, int] = {}
+        if self.batch_size is not None:
+            values["batch_size"] = self.batch_size
+        if self.mutation_wait_every is not None:
+            values["mutation_wait_every"] = self.mutation_wait_every
+        return EnrichmentLive(**values)
+
+    async def run(self, ctx: JobContext) -> None:
+        ch: ClickHouse = ctx.resources.get("ch") or await aopen_clickhouse(ctx.settings)
+        if self.demo is not None:
+            await self._demo(ctx, ch)
+        remote = None
+        if "D" in self.steps and self.remote_checkpoints:
+            remote = RemoteCheckpoints(ctx.settings, pg=ctx.resources.get("postgres"))
+        try:
+            for step in self.steps:
+                if not await ctx.control.boundary():
+                    ctx.log(f"stopped before Step {step}", step=step)
+                    return
+                stopped = await self._step(ctx, ch, step, remote)
+                if stopped:
+                    return
+        finally:
+            if remote is not None:
+                await remote.close()
+        if self.run_gates:
+            self.gates = await anyio.to_thread.run_sync(compute_gates, ch)
+            ctx.emit(GatesReported(job=ctx.name, gates=tuple(self.gates)))
+            for line in format_gates(self.gates).splitlines():
+                ctx.log(line, level="WARNING" if any_failed(self.gates) and "FAIL" in line else "INFO", step="gates")
+        ctx.emit(Summary(job=ctx.name, data={
+            "steps": self.steps, **self.results,
+            "gates": {g.name: g.status for g in self.gates},
+        }))
+
+    async def _demo(self, ctx: JobContext, ch: ClickHouse) -> None:
+        from engine.enrichment.demo import generate_demo
+
+        assert self.demo is not None
+        ctx.progress("demo", 0, 1, unit="datasets")
+        ctx.log(f"generating demo data (scale {self.demo.scale}, seed {self.demo.seed})", step="demo")
+        report = await anyio.to_thread.run_sync(generate_demo, ch, self.demo.scale, self.demo.seed)
+        ctx.log(report.line(), step="demo")
+        ctx.progress("demo", 1, 1, unit="datasets")
+        self.results["demo"] = asdict(report)
+
+    async def _step(self, ctx: JobContext, ch: ClickHouse, step: str, remote: RemoteCheckpoints | None) -> bool:
+        """Run one step; True when it stopped early (the run ends there)."""
+        if step in ("A", "B", "C"):
+            return await self._step_abc(ctx, ch, step)
+        if step == "D":
+            from engine.enrichment.stepd import run_step_d
+
+            result = await run_step_d(
+                ctx, ch, resume=self.resume,
+                write_strategy=self.write_strategy or ctx.settings.write_strategy,
+                remote=remote,
+                mutation_timeout_s=self.mutation_timeout_s or ctx.settings.mutation_wait_timeout_s,
+            )
+            self.results["D"] = asdict(result)
+            return result.status == "stopped"
+        from engine.enrichment.stepe import run_step_e
+
+        result_e = await run_step_e(ctx, ch, force=self.force)
+        self.results["E"] = asdict(result_e)
+        return False
+
+    async def _step_abc(self, ctx: JobContext, ch: ClickHouse, step: str) -> bool:
+        # Steps A–C live in their own module (Gamma, categories, resolutions); loaded on demand.
+        try:
+            module = importlib.import_module("engine.enrichment.steps_abc")
+        except ModuleNotFoundError as exc:
+            if exc.name != "engine.enrichment.steps_abc":
+                raise
+            ctx.log(f"Step {step} is not available in this build; skipped", level="WARNING", step=step)
+            return False
+        fn = getattr(module, f"run_step_{step.lower()}")
+        result = await fn(ctx, ch)
+        if result is not None:
+            self.results[step] = asdict(result) if hasattr(result, "__dataclass_fields__") else result
+        return False

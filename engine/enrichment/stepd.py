@@ -1,0 +1,315 @@
+"""Step D: realized P&L for every trade, in batches of (wallet, condition) pairs, crash-resumable.
+
+* The work list is frozen once per run (every pair of trades_raw, sorted by key) together with a
+  fingerprint of the inputs (trades and valid resolutions), so "the next 300 pairs" means the same
+  pairs on every run.
+* A batch is the next `batch_size` pairs after the cursor (the last pair done). Its P&L is computed
+  set-based by ONE statement over that key range, writing absolute values: re-running a batch after a
+  crash writes the same bits.
+* After every batch: the checkpoint (cursor + runbook fields) to the local file, atomically, then to
+  Postgres (failures shown and retried, never blocking). Stop and pause only happen between batches.
+* Every `mutation_wait_every` batches (live setting) we wait for our tables' pending mutations,
+  bounded by a timeout and failing with the mutation's own failure text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from engine.enrichment import sql
+from engine.enrichment.checkpoint import (
+    JOB_NAME, Cursor, RemoteCheckpoints, StepDCheckpoint, load_local, now_iso, save_local, state_path,
+)
+from engine.enrichment.schema import MUTATED_TABLES, ensure_schema
+from engine.enrichment.writes import KeyRange, resolve_strategy, write_batch
+from engine.errors import BadInput, OpsError
+from engine.events import CheckpointSaved, MutationInfo, MutationStatus
+from engine.runner import JobContext
+from engine.stores.clickhouse import ClickHouse
+
+
+async def _t(fn: Any, *args: Any) -> Any:
+    """Blocking ClickHouse work off the event loop."""
+    return await anyio.to_thread.run_sync(lambda: fn(*args))
+
+
+# --- inputs -------------------------------------------------------------------------------------
+def input_fingerprint(ch: ClickHouse) -> str:
+    """Changes when any trade column the P&L depends on, or any valid resolution, changes."""
+    t = ch.query(sql.FINGERPRINT_TRADES).rows[0]
+    r = ch.query(sql.FINGERPRINT_RESOLUTIONS).rows[0]
+    text = f"trades:{t[0]}:{t[1]}|resolutions:{r[0]}:{r[1]}"
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def freeze_worklist(ch: ClickHouse, fingerprint: str) -> int:
+    ch.command(sql.META_CLEAR)
+    ch.command(sql.WORKLIST_CLEAR)
+    ch.command(sql.WORKLIST_BUILD)
+    total = int(ch.scalar(sql.WORKLIST_COUNT))
+    ch.command(sql.META_WRITE, {"fp": fingerprint, "total": total})
+    return total
+
+
+def frozen_worklist(ch: ClickHouse) -> tuple[str, int] | None:
+    rows = ch.query(sql.META_READ).rows
+    if not rows:
+        return None
+    fp, total = str(rows[0][0]), int(rows[0][1])
+    return (fp, total) if int(ch.scalar(sql.WORKLIST_COUNT)) == total else None
+
+
+def freeze_payouts(ch: ClickHouse) -> int:
+    ch.command(sql.PAYOUTS_DROP)
+    ch.command(sql.PAYOUTS_CREATE)
+    ch.command(sql.PAYOUTS_FILL)
+    return int(ch.scalar("SELECT count() FROM $db.step_d_payouts"))
+
+
+def pair_at(ch: ClickHouse, offset: int) -> tuple[str, str]:
+    row = ch.query(sql.WORKLIST_PAIR_AT, {"offset": offset}).rows[0]
+    return str(row[0]), str(row[1])
+
+
+def rank_of(ch: ClickHouse, cursor: tuple[str, str]) -> int:
+    return int(ch.scalar(sql.WORKLIST_RANK, {"cw": cursor[0], "cc": cursor[1]}))
+
+
+@dataclass(frozen=True)
+class Batch:
+    pairs: int
+    rows: int
+    range: KeyRange
+
+
+def next_batch(ch: ClickHouse, cursor: tuple[str, str] | None, size: int) -> Batch | None:
+    params: dict[str, Any] = {"n": size}
+    if cursor is not None:
+        params.update(cw=cursor[0], cc=cursor[1])
+    row = ch.query(sql.next_batch_sql(cursor is not None), params).dicts()[0]
+    if int(row["pairs"]) == 0:
+        return None
+    return Batch(int(row["pairs"]), int(row["rows"] or 0), KeyRange(cursor, (str(row["last_wallet"]), str(row["last_condition"]))))
+
+
+def step_d_missing(ch: ClickHouse) -> int:
+    """Trades of validly resolved conditions still without P&L (0 when Step D is complete)."""
+    return int(ch.scalar(sql.STEP_D_MISSING))
+
+
+def pnl_checksum(ch: ClickHouse) -> tuple[int, int]:
+    row = ch.query(sql.PNL_CHECKSUM).rows[0]
+    return int(row[0]), int(row[1])
+
+
+# --- mutation waits ----------------------------------------------------------------------------
+async def wait_mutations(ctx: JobContext, ch: ClickHouse, timeout_s: float) -> int:
+    """Wait for our tables' mutations; returns how many were pending at the first poll."""
+    first: list[int] = []
+
+    def status(pending: list[MutationInfo]) -> None:
+        if not first:
+            first.append(len(pending))
+        ctx.emit(MutationStatus(job=ctx.name, pending=len(pending), details=tuple(pending)))
+
+    from engine.enrichment import pending
+
+    seen = len(pending.fallback_reasons)
+    await pending.wait(ch, tables=list(MUTATED_TABLES), timeout_s=timeout_s, on_status=status)
+    for reason in pending.fallback_reasons[seen:]:
+        ctx.log(reason, level="WARNING", step="D")
+    return first[0] if first else 0
+
+
+# --- the step ------------------------------------------------------------------------------------
+@dataclass
+class StepDResult:
+    status: str  # done | stopped | already-done
+    pairs_done: int
+    pairs_total: int
+    batches: int
+    rows_written: int
+    seconds: float
+    write_strategy: str
+
+
+async def _start_position(
+    ctx: JobContext, ch: ClickHouse, cp: StepDCheckpoint, fingerprint: str, total: int, where: str
+) -> tuple[tuple[str, str] | None, int]:
+    """Cursor and pairs_done to continue from, checked against the frozen work list."""
+    if cp.fingerprint is not None and cp.fingerprint != fingerprint:
+        raise BadInput(
+            f"Step D inputs changed since the checkpoint in {where} was written (trades or resolutions "
+            f"differ: fingerprint {cp.fingerprint} then, {fingerprint} now); resuming would mix old and "
+            "new P&L",
+            hint="run `opsconsole enrich --step D` without --resume to recompute from the start",
+        )
+    if cp.cursor is not None:
+        cursor = (cp.cursor.wallet_address, cp.cursor.condition_id)
+        done = await _t(rank_of, ch, cursor)
+        if cp.fingerprint is not None and cp.pairs_done != done:
+            ctx.log(f"checkpoint said pairs_done={cp.pairs_done}; its cursor is pair {done} of the work list — "
+                    "continuing after the cursor", level="WARNING", step="D")
+        return cursor, done
+    # The runbook's hand-written format: only a count of pairs. The stable order turns it into a cursor.
+    if cp.fingerprint is None:
+        ctx.log("checkpoint has no input fingerprint (hand-written or from the old job): cannot verify "
+                "that trades and resolutions are unchanged", level="WARNING", step="D")
+    if cp.pairs_done > total:
+        raise BadInput(f"checkpoint in {where} says pairs_done={cp.pairs_done}, but the work list has only {total} pairs",
+                       hint="fix pairs_done (the runbook's rule: batch_idx × 300), or start without --resume")
+    if cp.pairs_done == 0:
+        return None, 0
+    cursor = await _t(pair_at, ch, cp.pairs_done - 1)
+    ctx.log(f"checkpoint has no cursor: pair #{cp.pairs_done} of the stable order is {cursor[0]} / {cursor[1]}", step="D")
+    return cursor, cp.pairs_done
+
+
+async def run_step_d(
+    ctx: JobContext,
+    ch: ClickHouse,
+    *,
+    resume: bool,
+    write_strategy: str,
+    remote: RemoteCheckpoints | None,
+    mutation_timeout_s: float,
+) -> StepDResult:
+    started = time.monotonic()
+    runtime = ctx.settings.runtime
+    await _t(ensure_schema, ch)
+    ctx.progress("D", 0, None, unit="pairs")
+    ctx.log("fingerprinting inputs (trades, valid resolutions)", step="D")
+    fingerprint = await _t(input_fingerprint, ch)
+
+    cp: StepDCheckpoint | None = None
+    where = str(state_path(runtime))
+    if resume:
+        cp = await _t(load_local, runtime)
+        if cp is None and remote is not None:
+            cp = await remote.load()
+            where = "Postgres ops_job_checkpoints"
+            if cp is not None:
+                ctx.log("no local checkpoint; resuming from the Postgres mirror", level="WARNING", step="D")
+        if cp is None:
+            ctx.log("--resume: no checkpoint found; starting Step D from the beginning", level="WARNING", step="D")
+    else:
+        old = None
+        try:
+            old = await _t(load_local, runtime)
+        except BadInput:
+            pass
+        if old is not None and old.status != "done":
+            ctx.log(f"starting fresh: the previous checkpoint (pairs_done={old.pairs_done}) is replaced; "
+                    "use --resume to continue a stopped run", level="WARNING", step="D")
+
+    if cp is not None and cp.status == "done" and cp.fingerprint == fingerprint:
+        missing = await _t(step_d_missing, ch)
+        if missing == 0:
+            total = cp.pairs_total or cp.pairs_done
+            ctx.log("Step D already complete for these inputs; nothing to do", step="D")
+            ctx.progress("D", total, total, unit="pairs")
+            return StepDResult("already-done", total, total, 0, 0, time.monotonic() - started, cp.write_strategy or "")
+        ctx.log(f"checkpoint says done but {missing} resolved trades have no P&L (reset?); recomputing", level="WARNING", step="D")
+        cp = None
+
+    frozen = await _t(frozen_worklist, ch)
+    if cp is not None and frozen is not None and frozen[0] == fingerprint:
+        total = frozen[1]
+    else:
+        ctx.log("freezing the work list of (wallet, condition) pairs", step="D")
+        total = await _t(freeze_worklist, ch, fingerprint)
+    conditions = await _t(freeze_payouts, ch)
+    strategy = await _t(resolve_strategy, ch, write_strategy)
+
+    cursor: tuple[str, str] | None = None
+    pairs_done = 0
+    batch_idx = 0
+    if cp is not None:
+        cursor, pairs_done = await _start_position(ctx, ch, cp, fingerprint, total, where)
+        batch_idx = cp.batch_idx
+        ctx.log(f"resuming after pair {pairs_done:,} of {total:,} (batch_idx {batch_idx})", step="D")
+    ctx.log(f"{total:,} pairs, {conditions:,} resolved conditions, write strategy {strategy}", step="D")
+
+    rows_written = 0
+    batches_run = 0
+    last_mutations = cp.last_mutations if cp is not None else 0
+
+    def checkpoint(status: str = "running") -> StepDCheckpoint:
+        return StepDCheckpoint(
+            job=JOB_NAME, step="D", batch_idx=batch_idx, pairs_done=pairs_done, last_mutations=last_mutations,
+            updated_at=now_iso(),
+            cursor=Cursor(wallet_address=cursor[0], condition_id=cursor[1]) if cursor else None,
+            fingerprint=fingerprint, pairs_total=total, batch_size=ctx.control.live.batch_size,
+            write_strategy=strategy, status=status,  # type: ignore[arg-type]
+        )
+
+    async def save(state: StepDCheckpoint) -> None:
+        # Local first and always: the remote mirror can never hold it back.
+        await anyio.to_thread.run_sync(save_local, runtime, state)
+        cur = state.cursor.model_dump() if state.cursor else {}
+        ctx.emit(CheckpointSaved(job=ctx.name, step="D", where="local", cursor=cur, pairs_done=state.pairs_done, batch_idx=state.batch_idx))
+        if remote is None:
+            return
+        failures_before = remote.failures
+        error = await remote.save(state)
+        if error is None:
+            ctx.emit(CheckpointSaved(job=ctx.name, step="D", where="remote", cursor=cur, pairs_done=state.pairs_done, batch_idx=state.batch_idx))
+            if failures_before:
+                ctx.log(f"remote checkpoint caught up after {failures_before} failed attempt(s)", step="D")
+        elif remote.failures == 1 or remote.failures % 25 == 0:
+            ctx.log(f"remote checkpoint (Postgres) not saved: {error} — the local checkpoint is saved; "
+                    f"retrying at the next checkpoint ({remote.failures} consecutive failure(s))", level="WARNING", step="D")
+            if remote.failures == 1:
+                ctx.failure("remote checkpoint", error, retriable=True, step="D")
+
+    def report() -> None:
+        size = ctx.control.live.batch_size
+        ctx.progress(
+            "D", pairs_done, total, unit="pairs", batch_idx=batch_idx,
+            batches_total=batch_idx + math.ceil(max(total - pairs_done, 0) / size), batch_size=size,
+            rows_written=rows_written, write_strategy=strategy,
+            cursor={"wallet_address": cursor[0], "condition_id": cursor[1]} if cursor else {},
+        )
+
+    report()
+    while True:
+        if not await ctx.control.boundary():
+            ctx.log(f"stopped at a batch boundary after pair {pairs_done:,} of {total:,}; checkpoint saved — "
+                    "continue with `opsconsole enrich --step D --resume`", step="D")
+            return StepDResult("stopped", pairs_done, total, batches_run, rows_written, time.monotonic() - started, strategy)
+        size = ctx.control.live.batch_size
+        batch = await _t(next_batch, ch, cursor, size)
+        if batch is None:
+            break
+        try:
+            await anyio.to_thread.run_sync(write_batch, ch, strategy, batch.range)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            ctx.failure(f"batch {batch_idx + 1} (pairs after {cursor or 'start'})", reason, retriable=True, step="D")
+            raise OpsError(
+                f"Step D batch {batch_idx + 1} failed; the checkpoint still points after pair {pairs_done:,}: {reason}",
+                hint="fix the cause, then `opsconsole enrich --step D --resume`",
+            ) from None
+        cursor = batch.range.last
+        pairs_done += batch.pairs
+        batch_idx += 1
+        batches_run += 1
+        rows_written += batch.rows
+        if batches_run % ctx.control.live.mutation_wait_every == 0:
+            last_mutations = await wait_mutations(ctx, ch, mutation_timeout_s)
+        await save(checkpoint())
+        report()
+
+    # Complete only when every mutation has landed (classic mutations run asynchronously on a server).
+    last_mutations = await wait_mutations(ctx, ch, mutation_timeout_s)
+    await save(checkpoint("done"))
+    report()
+    elapsed = time.monotonic() - started
+    ctx.log(f"Step D done: {pairs_done:,} pairs, {rows_written:,} rows in {batches_run} batches, {elapsed:.1f}s", step="D")
+    return StepDResult("done", pairs_done, total, batches_run, rows_written, elapsed, strategy)

@@ -1,0 +1,92 @@
+"""Step E: per-position resolution outcomes, built aside and swapped in atomically.
+
+The old job truncated `wallet_resolution_outcomes` first, so readers saw it empty for the whole run.
+Here the new contents are built in a side table and `EXCHANGE TABLES` swaps the two in one atomic
+step: a reader sees the old rows or the new rows, never none. The per-wallet accuracy view reads the
+table by name, so it follows the swap.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from engine.enrichment import sql
+from engine.enrichment.checkpoint import load_local
+from engine.enrichment.schema import MUTATED_TABLES, ensure_schema
+from engine.errors import OpsError
+from engine.runner import JobContext
+from engine.stores.clickhouse import ClickHouse
+
+
+class StepERefused(OpsError):
+    """Step E would read incomplete P&L."""
+
+
+@dataclass
+class StepEResult:
+    positions: int
+    wallets: int
+    seconds: float
+
+
+def _pending(ch: ClickHouse) -> list[Any]:
+    from engine.enrichment.pending import pending
+
+    return pending(ch, list(MUTATED_TABLES))
+
+
+def readiness_problems(ch: ClickHouse, runtime: Any) -> list[str]:
+    """Why Step E should not run now (empty list = ready)."""
+    from engine.enrichment.stepd import step_d_missing
+
+    problems = []
+    missing = step_d_missing(ch)
+    if missing:
+        problems.append(f"Step D is incomplete: {missing:,} trades of resolved markets have no P&L yet")
+    try:
+        cp = load_local(runtime)
+    except OpsError:
+        cp = None
+    if cp is not None and cp.status != "done" and not missing:
+        problems.append(f"the Step D checkpoint says it is still running (pairs_done={cp.pairs_done:,} of {cp.pairs_total or '?'})")
+    pending = _pending(ch)
+    if pending:
+        problems.append(f"{len(pending)} mutation(s) are pending on the enrichment tables")
+    return problems
+
+
+def build_and_swap(ch: ClickHouse) -> tuple[int, int]:
+    ch.command(sql.OUTCOMES_DROP_BUILD)
+    ch.command(sql.OUTCOMES_CREATE_BUILD)
+    ch.command(sql.OUTCOMES_FILL)
+    positions, wallets = (int(v) for v in ch.query(sql.OUTCOMES_COUNT_BUILD).rows[0])
+    ch.command(sql.OUTCOMES_EXCHANGE)
+    ch.command(sql.OUTCOMES_DROP_BUILD)  # now holds the previous contents
+    return positions, wallets
+
+
+async def run_step_e(ctx: JobContext, ch: ClickHouse, *, force: bool) -> StepEResult:
+    started = time.monotonic()
+    await anyio.to_thread.run_sync(ensure_schema, ch)
+    ctx.progress("E", 0, 3, unit="phases")
+    problems = await anyio.to_thread.run_sync(readiness_problems, ch, ctx.settings.runtime)
+    if problems:
+        text = "; ".join(problems)
+        if not force:
+            raise StepERefused(
+                f"Step E refused: {text}",
+                hint="finish Step D (`opsconsole enrich --step D --resume`) and let mutations clear "
+                "(`opsconsole gates`), or pass --force to build from the current data anyway",
+            )
+        ctx.log(f"--force: building Step E anyway although {text}", level="WARNING", step="E")
+    ctx.progress("E", 1, 3, unit="phases")
+    ctx.log("building wallet_resolution_outcomes aside, then swapping it in", step="E")
+    positions, wallets = await anyio.to_thread.run_sync(build_and_swap, ch)
+    ctx.progress("E", 3, 3, unit="phases")
+    elapsed = time.monotonic() - started
+    ctx.log(f"Step E done: {positions:,} resolved positions for {wallets:,} wallets, swapped in ({elapsed:.1f}s)", step="E")
+    return StepEResult(positions, wallets, elapsed)
