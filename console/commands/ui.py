@@ -1,0 +1,21 @@
+"""Bare `opsconsole`: the console's launcher (or a hint when there is no terminal)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from console.commands import settings_from
+
+
+def open_console(args: argparse.Namespace) -> int:
+    # Under `opsconsole serve` the console talks to a browser through textual-serve's driver.
+    served = "web_driver" in os.environ.get("TEXTUAL_DRIVER", "")
+    if not served and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print("opsconsole: the console needs a terminal; run `opsconsole --help` for the commands, "
+              "or `opsconsole serve` to open it in a browser", file=sys.stderr)
+        return 2
+    from console.tui.launch import open_launcher
+
+    return open_launcher(settings_from(args))

@@ -1,0 +1,156 @@
+"""The Ops Console Textual app: a job screen for one run, or the launcher when started bare."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.theme import Theme
+
+from console.tui.job_screen import JobScreen
+from console.tui.session import JobSession
+from engine.runner import Job
+from engine.settings import Settings
+
+STYLES = Path(__file__).resolve().parents[2] / "styles"
+
+DARK = Theme(
+    name="ops-dark", primary="#4FA3E0", secondary="#8C9EB5", accent="#F2B84B", warning="#F2B84B",
+    error="#F0605D", success="#5CC98B", background="#0F1419", surface="#172029", panel="#1E2A36", dark=True,
+)
+LIGHT = Theme(
+    name="ops-light", primary="#1F6FB2", secondary="#52606D", accent="#B7791F", warning="#B7791F",
+    error="#C53030", success="#2F855A", background="#F7F9FB", surface="#FFFFFF", panel="#E6ECF2", dark=False,
+)
+
+
+class OpsConsoleApp(App[int]):
+    CSS_PATH = [STYLES / "console.tcss", STYLES / "modals.tcss", STYLES / "launcher.tcss"]
+    TITLE = "Ops Console"
+    # ctrl+q goes through the screen's quit (which asks while a job runs), never straight out.
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", show=False, priority=True, id="opsconsole.app.quit"),
+                Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="opsconsole.app.interrupt")]
+
+    def __init__(self, settings: Settings | None = None, *, job: Job | None = None,
+                 resources: dict[str, Any] | None = None, session: JobSession | None = None,
+                 clock: Callable[[], float] = time.time, gates_interval: float | None = 30.0,
+                 theme: str = "ops-dark", launcher_info: bool = True) -> None:
+        super().__init__()
+        self.settings = settings
+        self.clock = clock
+        self.gates_interval = gates_interval
+        self.launcher_info = launcher_info
+        self.initial_theme = theme
+        self.session = session or (JobSession.for_job(job, settings, resources) if job is not None and settings else None)
+        self.standalone = self.session is not None  # a job command, not the launcher
+        self.sigterm_count = 0
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        self.register_theme(DARK)
+        self.register_theme(LIGHT)
+        self.theme = self.initial_theme
+        self._install_sigterm()
+        if self.session is not None:
+            self.push_screen(self.job_screen(self.session, from_launcher=False))
+        else:
+            from console.tui.launcher import LauncherScreen
+
+            self.push_screen(LauncherScreen(self.settings, info=self.launcher_info))
+
+    def on_unmount(self) -> None:
+        try:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+        except (RuntimeError, NotImplementedError, ValueError):
+            pass
+
+    def _install_sigterm(self) -> None:
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.on_sigterm)
+        except (RuntimeError, NotImplementedError, ValueError):
+            pass  # not the main thread (e.g. under textual-serve's driver, which handles it)
+
+    def on_sigterm(self) -> None:
+        """SIGTERM = stop: the job finishes its unit and checkpoints, then the console exits.
+        A second SIGTERM aborts the job at once (the last checkpoint stays valid)."""
+        self.sigterm_count += 1
+        screen = self.running_job_screen()
+        if screen is None:
+            self.exit(0)
+            return
+        if self.sigterm_count == 1:
+            screen.request_stop_and_quit("SIGTERM received")
+            screen.notify("SIGTERM: stopping after the current unit (send again to abort)", severity="warning")
+        else:
+            screen.session.aborted = True
+            for worker in screen.workers:
+                if worker.group == "job":
+                    worker.cancel()
+            self.exit(self.exit_code_for(screen.session))
+
+    def running_job_screen(self) -> JobScreen | None:
+        for screen in reversed(self.screen_stack):
+            if isinstance(screen, JobScreen) and screen.job_running:
+                return screen
+        return None
+
+    # --- sessions ----------------------------------------------------------------------------------
+    def job_screen(self, session: JobSession, *, from_launcher: bool) -> JobScreen:
+        return JobScreen(session, clock=self.clock, gates_interval=self.gates_interval, from_launcher=from_launcher)
+
+    def start_job(self, job: Job, resources: dict[str, Any] | None = None) -> JobScreen:
+        assert self.settings is not None
+        screen = self.job_screen(JobSession.for_job(job, self.settings, resources), from_launcher=True)
+        self.push_screen(screen)
+        return screen
+
+    def finish_session(self, session: JobSession) -> None:
+        """Leave a job screen: back to the launcher, or out of the app for a job command."""
+        screen = self.screen
+        if isinstance(screen, JobScreen) and screen.from_launcher and not session.quit_when_done:
+            self.pop_screen()
+            launcher = self.screen
+            if hasattr(launcher, "action_refresh_info"):
+                launcher.action_refresh_info()
+            return
+        self.exit(self.exit_code_for(session))
+
+    @staticmethod
+    def exit_code_for(session: JobSession) -> int:
+        from engine.errors import ExitCode
+
+        if session.aborted:
+            return int(ExitCode.ABORTED)
+        if session.error is not None:
+            return int(session.error.exit_code)
+        if session.outcome is not None:
+            return int(session.outcome.exit_code)
+        return 0
+
+    # --- actions ---------------------------------------------------------------------------------------
+    async def action_quit(self) -> None:
+        handler = getattr(self.screen, "action_quit_console", None)
+        if handler is not None:
+            handler()
+        else:
+            self.exit(0)
+
+    def action_toggle_theme(self) -> None:
+        self.theme = "ops-light" if self.theme == "ops-dark" else "ops-dark"
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        # The palette lists the same action table as the footer and help screen.
+        table = getattr(screen, "ACTIONS", ())
+        for a in table:
+            yield SystemCommand(f"{a.label} ({a.key_display})", a.help, partial(screen.run_action, a.action))
+        for cmd in super().get_system_commands(screen):
+            if cmd.title not in ("Quit", "Theme"):  # ours ask first / toggle our two themes
+                yield cmd

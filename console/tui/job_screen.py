@@ -1,0 +1,434 @@
+"""The job screen: watch and steer one run.
+
+Flow (after Harlequin): background workers never touch widgets. The event pump and the store
+pollers only post messages; the handlers fold them into the `JobView` and update the panels.
+Keys call the job's `Control` directly and reflect the new state in the header at once, so
+"pausing" shows in the same frame as the key press even though the job only holds at its next
+unit boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, TabbedContent, TabPane
+
+from console.tui.actions import JOB_ACTIONS, bindings
+from console.tui.modals import ConfirmScreen, EditLiveScreen, FilterScreen, HelpScreen
+from console.tui.model import JobView
+from console.tui.session import JobSession
+from console.tui.widgets import (
+    FailuresSummary,
+    FailuresTable,
+    GatesPanel,
+    LogPane,
+    MutationsPanel,
+    MutationsTable,
+    PipelinePanel,
+    ProgressPanel,
+    StatusHeader,
+    event_line,
+)
+from engine.errors import OpsError
+from engine.events import Event, Failure, JobState, MutationInfo, MutationStatus, GateResult
+from engine.redact import redact
+from engine.runner import JobOutcome, run_job
+
+RUNNING_STATES = (JobState.STARTING, JobState.RUNNING, JobState.PAUSING, JobState.PAUSED, JobState.STOPPING)
+
+
+class EventsArrived(Message):
+    def __init__(self, events: list[Event]) -> None:
+        super().__init__()
+        self.events = events
+
+
+class JobEnded(Message):
+    def __init__(self, outcome: JobOutcome | None, error: OpsError | None) -> None:
+        super().__init__()
+        self.outcome = outcome
+        self.error = error
+
+
+class GatesFetched(Message):
+    def __init__(self, gates: list[GateResult] | None, error: str, ts: float) -> None:
+        super().__init__()
+        self.gates = gates
+        self.error = error
+        self.ts = ts
+
+
+class MutationsFetched(Message):
+    def __init__(self, details: list[MutationInfo] | None, error: str) -> None:
+        super().__init__()
+        self.details = details
+        self.error = error
+
+
+@dataclass
+class _Waiter:
+    predicate: Callable[[JobView], bool]
+    event: asyncio.Event
+
+
+def stores_label(session: JobSession) -> str:
+    s = session.settings
+    if s is None:
+        return "stores —"
+    if s.postgres_embedded and s.clickhouse_embedded:
+        return "stores embedded"
+    pg = "embedded" if s.postgres_embedded else "server"
+    ch = "embedded" if s.clickhouse_embedded else "server"
+    return f"PG {pg} · CH {ch}"
+
+
+class JobScreen(Screen[None]):
+    BINDINGS = bindings(JOB_ACTIONS)
+    ACTIONS = JOB_ACTIONS
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+
+    def __init__(self, session: JobSession, *, clock: Callable[[], float], gates_interval: float | None = 30.0,
+                 from_launcher: bool = False) -> None:
+        super().__init__()
+        self.session = session
+        self.clock = clock
+        self.gates_interval = gates_interval
+        self.from_launcher = from_launcher
+        self.view = JobView(session.name, live=session.control.live.model_dump())
+        self.gates_busy = False
+        self.mutations_busy = False
+        self.note = ""
+        self._waiters: list[_Waiter] = []
+
+    # --- layout ---------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield StatusHeader(id="header")
+        with TabbedContent(initial="overview", id="tabs"):
+            with TabPane("Overview", id="overview"):
+                with Vertical(id="left"):
+                    yield ProgressPanel(id="progress", classes="panel")
+                    yield LogPane(max_lines=500, buffer=500, tail=True, id="log-tail", classes="panel")
+                with Vertical(id="right"):
+                    yield PipelinePanel(id="pipeline", classes="panel")
+                    yield GatesPanel(id="gates", classes="panel")
+                    yield MutationsPanel(id="mutations", classes="panel")
+                    yield FailuresSummary(id="failures-summary", classes="panel")
+            with TabPane("Mutations", id="mutations-tab"):
+                yield MutationsTable(id="mutations-table")
+            with TabPane("Failures", id="failures-tab"):
+                yield FailuresTable(id="failures-table")
+            with TabPane("Logs", id="logs-tab"):
+                yield LogPane(id="log-full")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#log-tail").border_title = "Recent log"
+        self.query_one("#failures-summary").border_title = "Failures"
+        self.refresh_panels(all_panels=True)
+        self.set_interval(1.0, self.refresh_header)
+        self.pump_events()
+        if self.session.job is not None:
+            self.run_the_job()
+        if self.view.is_enrichment and self.gates_interval:
+            self.action_refresh_gates()
+
+    # --- workers: they only post messages ---------------------------------------------------
+    @work(group="events", exit_on_error=False)
+    async def pump_events(self) -> None:
+        sub = self.session.sub
+        while True:
+            batch = await sub.receive_batch()
+            if not batch:
+                return  # the bus closed and everything was read
+            self.post_message(EventsArrived(batch))
+
+    @work(group="job", exit_on_error=False)
+    async def run_the_job(self) -> None:
+        s = self.session
+        assert s.job is not None and s.settings is not None
+        outcome: JobOutcome | None = None
+        error: OpsError | None = None
+        try:
+            outcome = await run_job(s.job, s.settings, s.bus, s.control, handle_signals=False, resources=s.resources)
+        except OpsError as exc:  # e.g. the lock is held by another runner: say so in the header
+            error = exc
+        except asyncio.CancelledError:
+            # A second SIGTERM (or leaving the app) cancels the job; run_job already left the
+            # last checkpoint valid. Record it as aborted and let the cancellation through.
+            s.aborted = True
+            s.bus.close()
+            raise
+        finally:
+            if error is not None or outcome is not None:
+                s.bus.close()
+        self.post_message(JobEnded(outcome, error))
+
+    def _clickhouse(self) -> Any:
+        """The job's own handle when it shared one; otherwise the process-wide session for the
+        configured path (chDB allows one per process, so this is the same engine the job uses)."""
+        ch = self.session.resources.get("ch") or self.session.resources.get("clickhouse")
+        if ch is not None:
+            return ch
+        from engine.stores.clickhouse import open_clickhouse
+
+        assert self.session.settings is not None
+        return open_clickhouse(self.session.settings)
+
+    @work(group="gates", thread=True, exit_on_error=False)
+    def fetch_gates(self) -> None:
+        try:
+            from engine.enrichment.gates import compute_gates
+
+            gates = list(compute_gates(self._clickhouse()))
+        except ModuleNotFoundError:
+            self.post_message(GatesFetched(None, "gates are not available in this build", self.clock()))
+        except Exception as exc:  # a store error is shown in the panel, never raised into the UI
+            self.post_message(GatesFetched(None, f"gates failed: {redact(str(exc))[:200]}", self.clock()))
+        else:
+            self.post_message(GatesFetched(gates, "", self.clock()))
+
+    @work(group="mutations", thread=True, exit_on_error=False)
+    def fetch_mutations(self) -> None:
+        try:
+            from engine.enrichment.mutations import pending_mutations
+
+            details = list(pending_mutations(self._clickhouse()))
+        except ModuleNotFoundError:
+            self.post_message(MutationsFetched(None, "mutation details are not available in this build"))
+        except Exception as exc:
+            self.post_message(MutationsFetched(None, f"mutations query failed: {redact(str(exc))[:200]}"))
+        else:
+            self.post_message(MutationsFetched(details, ""))
+
+    # --- handlers: the only place UI state changes --------------------------------------------
+    @on(EventsArrived)
+    def handle_events(self, message: EventsArrived) -> None:
+        lines = []
+        kinds: set[type] = set()
+        for event in message.events:
+            self.view.apply(event)
+            kinds.add(type(event))
+            line = event_line(event)
+            if line is not None:
+                lines.append(line)
+        self.query_one("#log-full", LogPane).append(lines)
+        self.query_one("#log-tail", LogPane).append(lines[-50:])
+        self.refresh_panels(mutations=MutationStatus in kinds, failures=Failure in kinds)
+        self.refresh_bindings()
+        self._check_waiters()
+
+    @on(JobEnded)
+    def handle_job_ended(self, message: JobEnded) -> None:
+        s = self.session
+        s.outcome, s.error = message.outcome, message.error
+        if message.error is not None:
+            self.view.state = JobState.FAILED
+            self.view.state_reason = redact(str(message.error))
+            self.view.ended_ts = self.clock()
+            self.note = redact(str(message.error))
+            self.notify(self.note, title="job did not start", severity="error", timeout=30)
+        elif message.outcome is not None:
+            self.view.state = message.outcome.state
+            if self.view.ended_ts is None:
+                self.view.ended_ts = self.clock()
+            self.note = "finished — press q to " + ("go back" if self.from_launcher else "quit")
+        self.refresh_panels()
+        self.refresh_bindings()
+        self._check_waiters()
+        if s.quit_when_done:
+            self.app.call_later(self.app.finish_session, s)  # type: ignore[attr-defined]
+
+    @on(GatesFetched)
+    def handle_gates(self, message: GatesFetched) -> None:
+        self.gates_busy = False
+        if message.gates is not None:
+            self.view.set_gates(tuple(message.gates), message.ts)
+        else:
+            self.view.gates_error = message.error
+        self.query_one("#gates", GatesPanel).show(self.view)
+        self._check_waiters()
+        # Next poll is scheduled only after this one finished (a slow store never piles up polls).
+        if self.gates_interval and self.view.state in RUNNING_STATES and self.view.is_enrichment:
+            self.set_timer(self.gates_interval, self._auto_gates)
+
+    def _auto_gates(self) -> None:
+        if self.view.state in RUNNING_STATES:
+            self.action_refresh_gates()
+
+    @on(MutationsFetched)
+    def handle_mutations(self, message: MutationsFetched) -> None:
+        self.mutations_busy = False
+        if message.details is not None:
+            self.view.set_mutations(len(message.details), tuple(message.details))
+            self.refresh_panels(mutations=True)
+        else:
+            self.notify(message.error, severity="warning")
+        self._check_waiters()
+
+    # --- rendering ------------------------------------------------------------------------------
+    def refresh_header(self) -> None:
+        note = self.note
+        if self.session.quit_when_done and not self.session.ended:
+            note = "stopping: will quit once the current unit is checkpointed"
+        self.query_one("#header", StatusHeader).show(self.view, self.clock(), stores_label(self.session), note)
+
+    def refresh_panels(self, *, mutations: bool = False, failures: bool = False, all_panels: bool = False) -> None:
+        v = self.view
+        self.refresh_header()
+        self.query_one("#progress", ProgressPanel).show(v)
+        pipeline = self.query_one("#pipeline", PipelinePanel)
+        pipeline.display = v.is_pipeline
+        if v.is_pipeline:
+            pipeline.show(v)
+        enrichment = v.is_enrichment
+        for panel_id in ("#gates", "#mutations"):
+            self.query_one(panel_id).display = enrichment
+        if enrichment:
+            self.query_one("#gates", GatesPanel).show(v, refreshing=self.gates_busy)
+            self.query_one("#mutations", MutationsPanel).show(v)
+        if mutations or all_panels:
+            self.query_one("#mutations-table", MutationsTable).show(v)
+        self.query_one("#failures-summary", FailuresSummary).show(v)
+        if failures or all_panels:
+            self.query_one("#failures-table", FailuresTable).show(v)
+
+    # --- test and automation support -------------------------------------------------------------
+    async def wait_for(self, predicate: Callable[[JobView], bool]) -> None:
+        """Resolve once the view satisfies `predicate` (checked after every handled message)."""
+        if predicate(self.view):
+            return
+        waiter = _Waiter(predicate, asyncio.Event())
+        self._waiters.append(waiter)
+        await waiter.event.wait()
+
+    def _check_waiters(self) -> None:
+        for w in list(self._waiters):
+            if w.predicate(self.view):
+                w.event.set()
+                self._waiters.remove(w)
+
+    # --- which keys apply now ---------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        c = self.session.control
+        running = self.job_running
+        if action == "pause":
+            return True if running and self.view.state in (JobState.RUNNING, JobState.STARTING) and not c.pause_requested else None
+        if action == "resume":
+            return True if running and c.pause_requested and not c.stop_requested else None
+        if action == "stop":
+            return True if running and not c.stop_requested else None
+        if action == "edit_live":
+            return True if running and not c.stop_requested else None
+        return True
+
+    @property
+    def job_running(self) -> bool:
+        return not self.session.ended and self.view.state in RUNNING_STATES
+
+    # --- actions (bound in the one table in actions.py) -------------------------------------------
+    def _after_control(self) -> None:
+        # Reflect the Control's new state now, not when the event comes back through the bus.
+        self.view.state = self.session.control.state
+        self.refresh_header()
+        self.refresh_bindings()
+
+    def action_pause(self) -> None:
+        if self.session.control.pause():
+            self._after_control()
+        else:
+            self.notify(f"pause does not apply while {self.view.state.value}", severity="warning")
+
+    def action_resume(self) -> None:
+        if self.session.control.resume():
+            self._after_control()
+        else:
+            self.notify(f"resume does not apply while {self.view.state.value}", severity="warning")
+
+    def action_stop(self) -> None:
+        def answered(yes: bool | None) -> None:
+            if yes and self.session.control.stop("stopped by the operator"):
+                self._after_control()
+
+        self.app.push_screen(ConfirmScreen(
+            "Stop the job?",
+            "The current unit of work finishes and is checkpointed, then the job exits. "
+            "Resume later from the checkpoint.", yes="Stop"), answered)
+
+    def action_edit_live(self) -> None:
+        def done(changes: dict[str, Any] | None) -> None:
+            if changes:
+                self.notify("applied: " + ", ".join(f"{k}={v}" for k, v in changes.items()), title="live settings")
+
+        self.app.push_screen(EditLiveScreen(self.session.control), done)
+
+    def action_refresh_gates(self) -> None:
+        if not self.view.is_enrichment or self.session.settings is None:
+            self.notify("gates apply to the enrichment job", severity="warning")
+            return
+        if self.gates_busy:
+            return
+        self.gates_busy = True
+        self.query_one("#gates", GatesPanel).show(self.view, refreshing=True)
+        self.fetch_gates()
+
+    def action_show_mutations(self) -> None:
+        self.query_one("#tabs", TabbedContent).active = "mutations-tab"
+        if self.view.is_enrichment and self.session.settings is not None and not self.mutations_busy:
+            self.mutations_busy = True
+            self.fetch_mutations()
+
+    def action_show_failures(self) -> None:
+        self.query_one("#tabs", TabbedContent).active = "failures-tab"
+
+    def action_show_logs(self) -> None:
+        self.query_one("#tabs", TabbedContent).active = "logs-tab"
+
+    def action_show_overview(self) -> None:
+        self.query_one("#tabs", TabbedContent).active = "overview"
+
+    def action_filter_logs(self) -> None:
+        pane = self.query_one("#log-full", LogPane)
+
+        def done(result: tuple[str, int] | None) -> None:
+            if result is not None:
+                pane.set_filter(*result)
+                self.action_show_logs()
+
+        self.app.push_screen(FilterScreen(pane.text_filter, pane.min_level), done)
+
+    def action_toggle_theme(self) -> None:
+        self.app.action_toggle_theme()  # type: ignore[attr-defined]
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen(f"Job · {self.session.name}", JOB_ACTIONS))
+
+    def action_quit_console(self) -> None:
+        if not self.job_running:
+            self.app.finish_session(self.session)  # type: ignore[attr-defined]
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.request_stop_and_quit("stopped by the operator (quit)")
+
+        self.app.push_screen(ConfirmScreen(
+            "Quit while the job runs?",
+            "The job is asked to stop gracefully: the current unit finishes and is checkpointed, "
+            "then the console quits.", yes="Stop and quit"), answered)
+
+    def request_stop_and_quit(self, reason: str) -> None:
+        s = self.session
+        s.quit_when_done = True
+        if s.job is None or s.ended:
+            self.app.finish_session(s)  # type: ignore[attr-defined]
+            return
+        s.control.stop(reason)
+        self._after_control()

@@ -1,0 +1,252 @@
+"""The launcher: what bare `opsconsole` opens. Start a job, compute gates, see the last checkpoint
+and the last pipeline summary. Job classes are imported only when chosen, so an entry whose module
+is not installed is simply shown as unavailable."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.content import Content
+from textual.markup import escape
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, OptionList, Static
+from textual.widgets.option_list import Option
+
+from console.tui.actions import LAUNCHER_ACTIONS, bindings
+from console.tui.modals import HelpScreen
+from console.tui.model import JobView
+from console.tui.widgets import GatesPanel, clock_text, short_json
+from engine.events import GateResult
+from engine.redact import redact
+from engine.settings import Settings
+
+
+def _module_available(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _selftest(settings: Settings) -> Any:
+    from engine.jobs.selftest import SelftestJob
+
+    return SelftestJob(units=200, unit_seconds=0.05, resume=False)
+
+
+def _demo(settings: Settings) -> Any:
+    # The demo command owns what "the demo" is; it exposes a job factory for the console.
+    demo = importlib.import_module("console.commands.demo")
+    return demo.demo_job(settings)
+
+
+def _enrichment(steps: list[str], resume: bool) -> Callable[[Settings], Any]:
+    def make(settings: Settings) -> Any:
+        from engine.enrichment.job import EnrichmentJob
+
+        return EnrichmentJob(steps=steps, resume=resume)
+
+    return make
+
+
+def _pipeline_dry_run(settings: Settings) -> Any:
+    from engine.pipeline.job import PipelineJob, PipelineOptions
+
+    return PipelineJob(PipelineOptions(dry_run=True, limit=5))
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    title: str
+    help: str
+    needs: str  # module that must be importable
+    factory: Callable[[Settings], Any] | None  # None: not a job (handled by the screen)
+
+
+ENTRIES: tuple[Entry, ...] = (
+    Entry("demo", "Demo", "generate the small demo data set and run the full enrichment (A–E) on it",
+          "console.commands.demo", _demo),
+    Entry("step-d", "Step D (resume)", "P&L per (wallet, condition), batched and checkpointed; resumes from the "
+          "last checkpoint", "engine.enrichment.job", _enrichment(["D"], True)),
+    Entry("step-e", "Step E", "resolution accuracy per wallet (needs Step D complete)", "engine.enrichment.job",
+          _enrichment(["E"], False)),
+    Entry("gates", "Gates", "compute the five validation gates now", "engine.enrichment.gates", None),
+    Entry("pipeline", "Pipeline dry run", "fetch a few markets, run the suites, print the summary; no writes",
+          "engine.pipeline.job", _pipeline_dry_run),
+    Entry("selftest", "Selftest", "a small job that exercises pause/resume/stop and checkpoints; no stores",
+          "engine.jobs.selftest", _selftest),
+)
+
+
+def read_info(runtime: Path) -> tuple[str, str]:
+    """(last checkpoint text, last pipeline summary text) from the runtime folder."""
+    cp_path = runtime / "full-enrichment.state.json"
+    if cp_path.is_file():
+        try:
+            data = json.loads(cp_path.read_text())
+            keys = ("step", "batch_idx", "pairs_done", "pairs_total", "last_mutations", "updated_at")
+            lines = [f"{k}: [b]{escape(str(data[k]))}[/]" for k in keys if k in data]
+            if "cursor" in data:
+                lines.append(f"cursor: {escape(short_json(data['cursor'], 50))}")
+            checkpoint = "\n".join(lines) or escape(short_json(data, 200))
+        except (OSError, ValueError) as exc:
+            checkpoint = f"[$error]unreadable checkpoint {escape(str(cp_path))}: {escape(str(exc))}[/]"
+    else:
+        checkpoint = "[dim]no checkpoint yet (runtime/full-enrichment.state.json)[/]"
+    candidates = sorted(
+        (p for p in runtime.glob("*summary*.json") if p.is_file()), key=lambda p: p.stat().st_mtime, reverse=True
+    )
+    if candidates:
+        try:
+            data = json.loads(candidates[0].read_text())
+            lines = [f"[dim]{escape(candidates[0].name)}[/]"]
+            for k, v in data.items():
+                if isinstance(v, (dict, list)):
+                    v = short_json(v, 50)
+                lines.append(f"{escape(str(k))}: [b]{escape(redact(str(v)))}[/]")
+            summary = "\n".join(lines[:14])
+        except (OSError, ValueError) as exc:
+            summary = f"[$error]unreadable summary {escape(candidates[0].name)}: {escape(str(exc))}[/]"
+    else:
+        summary = "[dim]no pipeline summary yet[/]"
+    return checkpoint, summary
+
+
+class InfoRead(Message):
+    def __init__(self, checkpoint: str, summary: str) -> None:
+        super().__init__()
+        self.checkpoint = checkpoint
+        self.summary = summary
+
+
+class LauncherGates(Message):
+    def __init__(self, gates: list[GateResult] | None, error: str, ts: float) -> None:
+        super().__init__()
+        self.gates = gates
+        self.error = error
+        self.ts = ts
+
+
+class LauncherScreen(Screen[None]):
+    BINDINGS = bindings(LAUNCHER_ACTIONS)
+    ACTIONS = LAUNCHER_ACTIONS
+
+    def __init__(self, settings: Settings | None, *, info: bool = True) -> None:
+        super().__init__()
+        self.settings = settings
+        self.info = info
+        self.gates_view = JobView("gates")
+        self.available = {e.id: _module_available(e.needs) for e in ENTRIES}
+
+    def compose(self) -> ComposeResult:
+        yield Static(Content.from_markup("[b]OPS CONSOLE[/] │ launcher │ pick a job and press enter"), id="header")
+        with Horizontal(id="launcher-body"):
+            options = []
+            for e in ENTRIES:
+                ok = self.available[e.id]
+                label = f"[b]{escape(e.title)}[/]\n[dim]{escape(e.help if ok else 'not available in this build')}[/]"
+                options.append(Option(Content.from_markup(label), id=e.id, disabled=not ok))
+            yield OptionList(*options, id="entries", classes="panel")
+            with Vertical(id="info"):
+                yield Static(id="checkpoint-info", classes="panel")
+                yield Static(id="summary-info", classes="panel")
+                yield GatesPanel(id="gates", classes="panel")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#entries").border_title = "Start"
+        self.query_one("#checkpoint-info").border_title = "Last Step D checkpoint"
+        self.query_one("#summary-info").border_title = "Last pipeline summary"
+        self.query_one("#gates", GatesPanel).show(self.gates_view)
+        self.query_one("#entries", OptionList).focus()
+        self.action_refresh_info()
+
+    # --- info (read in a thread: the UI never waits on the disk or a store) --------------------
+    def action_refresh_info(self) -> None:
+        if self.info and self.settings is not None:
+            self.read_info_files()
+        else:
+            self.post_message(InfoRead("[dim]—[/]", "[dim]—[/]"))
+
+    @work(group="info", thread=True, exit_on_error=False)
+    def read_info_files(self) -> None:
+        assert self.settings is not None
+        self.post_message(InfoRead(*read_info(self.settings.runtime)))
+
+    @on(InfoRead)
+    def show_info(self, message: InfoRead) -> None:
+        self.query_one("#checkpoint-info", Static).update(Content.from_markup(message.checkpoint))
+        self.query_one("#summary-info", Static).update(Content.from_markup(message.summary))
+
+    @work(group="gates", thread=True, exit_on_error=False)
+    def fetch_gates(self) -> None:
+        import time
+
+        try:
+            from engine.enrichment.gates import compute_gates
+            from engine.stores.clickhouse import open_clickhouse
+
+            assert self.settings is not None
+            gates = list(compute_gates(open_clickhouse(self.settings)))
+        except Exception as exc:
+            self.post_message(LauncherGates(None, f"gates failed: {redact(str(exc))[:200]}", time.time()))
+        else:
+            self.post_message(LauncherGates(gates, "", time.time()))
+
+    @on(LauncherGates)
+    def show_gates(self, message: LauncherGates) -> None:
+        if message.gates is not None:
+            self.gates_view.set_gates(tuple(message.gates), message.ts)
+        else:
+            self.gates_view.gates_error = message.error
+        self.query_one("#gates", GatesPanel).show(self.gates_view)
+
+    # --- starting things -----------------------------------------------------------------------------
+    @on(OptionList.OptionSelected)
+    def selected(self, event: OptionList.OptionSelected) -> None:
+        self.start(event.option.id or "")
+
+    def action_start_selected(self) -> None:
+        ol = self.query_one("#entries", OptionList)
+        if ol.highlighted is not None:
+            self.start(ol.get_option_at_index(ol.highlighted).id or "")
+
+    def start(self, entry_id: str) -> None:
+        entry = next((e for e in ENTRIES if e.id == entry_id), None)
+        if entry is None or not self.available.get(entry_id):
+            return
+        if self.settings is None:
+            self.notify("no settings loaded", severity="error")
+            return
+        if entry.factory is None:
+            self.query_one("#gates", GatesPanel).show(self.gates_view, refreshing=True)
+            self.fetch_gates()
+            return
+        try:
+            job = entry.factory(self.settings)
+        except Exception as exc:  # a job that cannot be built says why, the launcher stays
+            self.notify(redact(f"{entry.title}: {exc}"), severity="error", timeout=15)
+            return
+        self.app.start_job(job)  # type: ignore[attr-defined]
+
+    def action_toggle_theme(self) -> None:
+        self.app.action_toggle_theme()  # type: ignore[attr-defined]
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen("Launcher", LAUNCHER_ACTIONS))
+
+    def action_quit_console(self) -> None:
+        self.app.exit(0)
+
+
+__all__ = ["LauncherScreen", "ENTRIES", "read_info", "clock_text"]

@@ -1,0 +1,394 @@
+"""Panels of the job screen. Each renders from a `JobView`; none talks to a store or a job."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from datetime import datetime, timezone
+from typing import Any
+
+from rich.highlighter import RegexHighlighter
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.content import Content
+from textual.markup import escape
+from textual.widgets import DataTable, Log, ProgressBar, Sparkline, Static
+
+from console.tui.model import LEVELS, JobView, fmt_count, fmt_duration, level_rank
+from engine.events import (
+    CheckpointSaved,
+    Event,
+    Failure,
+    GatesReported,
+    JobState,
+    LogLine,
+    MutationStatus,
+    StateChanged,
+    Summary,
+)
+from engine.redact import redact
+
+STATE_STYLE = {
+    JobState.STARTING: "$text-muted",
+    JobState.RUNNING: "$success",
+    JobState.PAUSING: "$warning",
+    JobState.PAUSED: "$warning",
+    JobState.STOPPING: "$warning",
+    JobState.STOPPED: "$secondary",
+    JobState.DONE: "$success",
+    JobState.FAILED: "$error",
+    JobState.ABORTED: "$error",
+}
+GATE_STYLE = {"PASS": "$success", "WARN": "$warning", "FAIL": "$error", "INFO": "$accent"}
+GATE_MARK = {"PASS": "✔", "WARN": "!", "FAIL": "✘", "INFO": "i"}
+
+
+def clock_text(ts: float | None) -> str:
+    if ts is None:
+        return "—"
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%H:%M:%S")
+
+
+def short_json(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, default=str, separators=(",", ":"))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def esc(text: Any) -> str:
+    """Escape operator-invisible markup in values coming from jobs (market ids, reasons)."""
+    return escape(redact(str(text)))
+
+
+class StatusHeader(Static):
+    """One line: job, state, elapsed, ETA, stores. Always visible."""
+
+    def show(self, view: JobView, now: float, stores: str, note: str = "") -> None:
+        style = STATE_STYLE.get(view.state, "$text")
+        parts = [
+            "[b]OPS CONSOLE[/]",
+            f"[b]{esc(view.job)}[/]",
+            f"[b reverse {style}] {view.state.value.upper()} [/]",
+            f"elapsed {fmt_duration(view.elapsed_s(now))}",
+            f"ETA {fmt_duration(view.eta_s())}",
+            esc(stores),
+        ]
+        if note:
+            parts.append(f"[i]{esc(note)}[/]")
+        self.update(Content.from_markup(" │ ".join(parts)))
+        for state in JobState:
+            self.set_class(view.state is state, f"state-{state.value}")
+
+
+class ProgressPanel(Vertical):
+    """The active step: bar, counts, throughput with a sparkline, checkpoint and live settings."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="steps-line")
+        yield ProgressBar(total=None, show_eta=False, id="bar")
+        yield Static(id="progress-detail")
+        yield Sparkline([], summary_function=max, id="throughput-spark")
+        yield Static(id="checkpoint-line")
+
+    def on_mount(self) -> None:
+        self.border_title = "Progress"
+
+    def show(self, view: JobView) -> None:
+        sp = view.active
+        steps_line = self.query_one("#steps-line", Static)
+        if view.is_enrichment:
+            marks = []
+            for step in "ABCDE":
+                s = view.steps.get(step)
+                if s is None:
+                    marks.append(f"[dim]{step} ·[/]")
+                elif s.total is not None and s.done >= s.total:
+                    marks.append(f"[$success]{step} ✔[/]")
+                elif step == view.current_step:
+                    marks.append(f"[b $accent]{step} ▶[/]")
+                else:
+                    marks.append(f"{step} …")
+            steps_line.update(Content.from_markup("steps  " + "  ".join(marks)))
+        else:
+            steps_line.update(Content.from_markup(f"step  [b]{esc(sp.step) if sp else '—'}[/]"))
+        bar = self.query_one("#bar", ProgressBar)
+        detail = self.query_one("#progress-detail", Static)
+        if sp is None:
+            bar.update(total=None, progress=0)
+            detail.update("waiting for the first progress report…")
+        else:
+            bar.update(total=sp.total, progress=sp.done)
+            self.border_title = f"Step {sp.step}" if view.is_enrichment else f"Progress · {sp.step}"
+            lines = [f"{fmt_count(sp.done)} / {fmt_count(sp.total)} {esc(sp.unit)}"]
+            d = sp.detail
+            if "batch_idx" in d:
+                total = f"/{fmt_count(d.get('batches_total'))}" if d.get("batches_total") is not None else ""
+                lines[0] += f" · batch {fmt_count(d['batch_idx'])}{total}"
+            if "in_flight" in d:
+                lines[0] += f" · in flight {fmt_count(d['in_flight'])}"
+            rate = sp.rate
+            second = [f"[b]{fmt_count(round(rate, 1)) if rate is not None else '—'}[/] {esc(sp.unit)}/s"]
+            if "rows_written" in d:
+                second.append(f"{fmt_count(d['rows_written'])} rows")
+            if d.get("write_strategy"):
+                second.append(esc(d["write_strategy"]))
+            lines.append(" · ".join(second))
+            detail.update(Content.from_markup("\n".join(lines)))
+            self.query_one("#throughput-spark", Sparkline).data = list(sp.rates)
+        cp = view.checkpoint
+        live = view.live
+        cp_lines = ["checkpoint —"]
+        if cp is not None:
+            cp_lines = [f"checkpoint [b]{clock_text(cp.ts)}[/] {esc(cp.where)} · batch {fmt_count(cp.batch_idx)}",
+                        f"cursor {esc(short_json(cp.cursor, 120))}"]
+        if "batch_size" in live or "mutation_wait_every" in live:
+            cp_lines.append(f"batch size [b]{fmt_count(live.get('batch_size'))}[/] · mutation wait every "
+                            f"[b]{fmt_count(live.get('mutation_wait_every'))}[/]")
+        elif live:
+            cp_lines.append("live " + ", ".join(f"{esc(k)}=[b]{esc(v)}[/]" for k, v in live.items()))
+        cp_text = "\n".join(cp_lines)
+        self.query_one("#checkpoint-line", Static).update(Content.from_markup(cp_text))
+
+
+class PipelinePanel(Vertical):
+    """LLM usage and per-suite research/forecast counts from the pipeline's progress detail."""
+
+    COLUMNS = ("suite", "res ok", "res fail", "fc ok", "fc fail", "skip")
+    KEYS = ("research_ok", "research_failed", "forecast_ok", "forecast_failed", "skipped")
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="llm-line")
+        table: DataTable[Any] = DataTable(id="suites-table", cursor_type="row", zebra_stripes=True)
+        yield table
+
+    def on_mount(self) -> None:
+        self.border_title = "Pipeline"
+        table = self.query_one("#suites-table", DataTable)
+        for col in self.COLUMNS:
+            table.add_column(col, key=col)
+
+    def show(self, view: JobView) -> None:
+        sp = view.steps.get("events")
+        d = sp.detail if sp else {}
+        cost = d.get("cost_usd")
+        self.query_one("#llm-line", Static).update(Content.from_markup(
+            f"LLM calls [b]{fmt_count(d.get('llm_calls'))}[/] · tokens [b]{fmt_count(d.get('tokens'))}[/]\n"
+            f"cost [b]{'—' if cost is None else f'${cost:,.4f}'}[/] · in flight [b]{fmt_count(d.get('in_flight'))}[/] · "
+            f"failures [b]{len(view.failures)}[/]"
+        ))
+        table = self.query_one("#suites-table", DataTable)
+        suites = d.get("suites") or {}
+        for suite, stats in sorted(suites.items()):
+            values = [fmt_count(stats.get(k, 0)) for k in self.KEYS]
+            if suite in table.rows:
+                # Update cells in place so the table keeps its cursor and does not flicker.
+                for key, value in zip(self.KEYS, values):
+                    col = self.COLUMNS[self.KEYS.index(key) + 1]
+                    table.update_cell(suite, col, value)
+            else:
+                table.add_row(esc(suite), *values, key=suite)
+
+
+class GatesPanel(Vertical):
+    """The five gates with PASS/WARN/FAIL colours."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="gates-body")
+
+    def on_mount(self) -> None:
+        self.border_title = "Gates"
+
+    def show(self, view: JobView, refreshing: bool = False) -> None:
+        if view.gates_error:
+            body = f"[$error]{esc(view.gates_error)}[/]"
+        elif not view.gates:
+            body = "[dim]no gate results yet — press g to compute them[/]"
+        else:
+            lines = []
+            for g in view.gates:
+                style = GATE_STYLE.get(g.status, "$text")
+                lines.append(f"[b {style}]{GATE_MARK.get(g.status, ' ')} {g.status:<4}[/] {esc(g.name)} "
+                             f"[b]{esc(g.actual)}[/] [dim]expect {esc(g.expected)}[/]")
+            body = "\n".join(lines)
+        self.query_one("#gates-body", Static).update(Content.from_markup(body))
+        when = clock_text(view.gates_ts) if view.gates_ts else "never"
+        self.border_subtitle = "refreshing…" if refreshing else f"as of {when}"
+
+
+class MutationsPanel(Vertical):
+    """Pending mutation count with its recent history."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="mutations-line")
+        yield Sparkline([], summary_function=max, id="mutations-spark")
+
+    def on_mount(self) -> None:
+        self.border_title = "Mutations"
+
+    def show(self, view: JobView) -> None:
+        pending = view.mutations_pending
+        failing = sum(1 for m in view.mutation_details if m.latest_fail_reason)
+        text = f"pending [b]{fmt_count(pending)}[/]"
+        if failing:
+            text += f" · [b $error]{failing} failing[/]"
+        if pending is None:
+            text = "[dim]no mutation status yet[/]"
+        self.query_one("#mutations-line", Static).update(Content.from_markup(text))
+        self.query_one("#mutations-spark", Sparkline).data = list(view.mutation_history)
+
+
+class FailuresSummary(Static):
+    def show(self, view: JobView) -> None:
+        if not view.failures:
+            self.update(Content.from_markup("[dim]no failures[/]"))
+            return
+        lines = [f"[b $error]{len(view.failures)} failure(s)[/] — press f for the table"]
+        for f in view.failures[-3:]:
+            lines.append(f"[$error]✘[/] {esc(f.where)}: {esc(f.reason)}")
+        self.update(Content.from_markup("\n".join(lines)))
+
+
+class MutationsTable(DataTable[Any]):
+    COLUMNS = ("mutation", "table", "command", "age", "parts to do", "latest fail reason")
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        self.zebra_stripes = True
+        for col in self.COLUMNS:
+            self.add_column(col, key=col)
+
+    def show(self, view: JobView) -> None:
+        wanted = {m.mutation_id: m for m in view.mutation_details}
+        for key in [k for k in self.rows if k.value not in wanted]:
+            self.remove_row(key)
+        for mid, m in wanted.items():
+            fail = Text(redact(m.latest_fail_reason), style="bold red") if m.latest_fail_reason else Text("")
+            cells = [Text(mid), Text(f"{m.database}.{m.table}"), Text(redact(m.command)[:80]),
+                     Text(fmt_duration(m.age_s)), Text(fmt_count(m.parts_to_do)), fail]
+            if mid in self.rows:
+                for col, value in zip(self.COLUMNS, cells):
+                    self.update_cell(mid, col, value)
+            else:
+                self.add_row(*cells, key=mid)
+
+
+class FailuresTable(DataTable[Any]):
+    COLUMNS = ("time", "market / where", "step", "reason", "retriable")
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        self.zebra_stripes = True
+        self.shown = 0
+        for col in self.COLUMNS:
+            self.add_column(col, key=col)
+
+    def show(self, view: JobView) -> None:
+        # Failures only ever accumulate: append the new ones, never rebuild.
+        for f in view.failures[self.shown:]:
+            self.add_row(Text(clock_text(f.ts)), Text(redact(f.where)), Text(f.step or "—"),
+                         Text(redact(f.reason), style="red"),
+                         Text("yes", style="yellow") if f.retriable else Text("no", style="bold red"))
+        self.shown = len(view.failures)
+
+
+class LevelHighlighter(RegexHighlighter):
+    """Colours the level word of each log line (Log is line-based and fast; this keeps it so)."""
+
+    base_style = "log."
+    highlights = [
+        r"^\S+ (?P<error>ERROR|FAILURE)\b",
+        r"^\S+ (?P<warning>WARNING|STATE)\b",
+        r"^\S+ (?P<debug>DEBUG)\b",
+        r"^\S+ (?P<checkpoint>CHECKPT)\b",
+    ]
+
+
+def event_line(event: Event) -> tuple[int, str] | None:
+    """(level rank, text) of the log line for an event, or None for events that are not logged."""
+    ts = clock_text(event.ts)
+    if isinstance(event, LogLine):
+        step = f"[{event.step}] " if event.step else ""
+        return level_rank(event.level), f"{ts} {event.level.upper():<7} {step}{redact(event.message)}"
+    if isinstance(event, StateChanged):
+        reason = f" — {redact(event.reason)}" if event.reason else ""
+        return 1, f"{ts} STATE   {event.state.value}{reason}"
+    if isinstance(event, Failure):
+        kind = "retriable" if event.retriable else "permanent"
+        return 3, f"{ts} FAILURE {redact(event.where)}: {redact(event.reason)} ({kind})"
+    if isinstance(event, CheckpointSaved):
+        return 1, (f"{ts} CHECKPT {event.step} {event.where} batch {event.batch_idx} pairs {event.pairs_done} "
+                   f"cursor {short_json(event.cursor, 80)}")
+    if isinstance(event, GatesReported):
+        text = " ".join(f"{g.name}={g.actual}:{g.status}" for g in event.gates)
+        return 1, f"{ts} GATES   {redact(text)}"
+    if isinstance(event, MutationStatus):
+        return 0, f"{ts} DEBUG   mutations pending {event.pending}"
+    if isinstance(event, Summary):
+        return 1, f"{ts} SUMMARY {redact(short_json(event.data, 200))}"
+    return None
+
+
+class LogPane(Vertical):
+    """A filterable log that stays fast with hundreds of thousands of lines.
+
+    Every line is kept in a bounded buffer; the `Log` widget shows the lines that pass the filter.
+    New lines are filtered on arrival and appended in one call per batch; changing the filter
+    rewrites only the newest `max_lines` matches.
+    """
+
+    def __init__(self, *, max_lines: int = 20_000, buffer: int = 500_000, tail: bool = False, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.max_lines = max_lines
+        self.lines: deque[tuple[int, str]] = deque(maxlen=buffer)
+        self.text_filter = ""
+        self.min_level = 0
+        self.tail = tail
+        if tail:
+            self.min_level = 1  # the overview's tail skips DEBUG chatter; the Logs tab has everything
+
+    def compose(self) -> ComposeResult:
+        if not self.tail:
+            yield Static(id="log-status")
+        log = Log(max_lines=self.max_lines, highlight=True, id="log")
+        log.highlighter = LevelHighlighter()
+        yield log
+
+    def on_mount(self) -> None:
+        self._status()
+
+    def _matches(self, rank: int, text: str) -> bool:
+        return rank >= self.min_level and (not self.text_filter or self.text_filter in text.lower())
+
+    def append(self, lines: list[tuple[int, str]]) -> None:
+        if not lines:
+            return
+        self.lines.extend(lines)
+        shown = [text for rank, text in lines if self._matches(rank, text)]
+        if shown:
+            log = self.query_one("#log", Log)
+            log.write_lines(shown[-self.max_lines:])
+            if self.tail:
+                log.scroll_end(animate=False)
+        self._status()
+
+    def set_filter(self, text: str, min_level: int) -> None:
+        self.text_filter = text.strip().lower()
+        self.min_level = min_level
+        picked: list[str] = []
+        for rank, line in reversed(self.lines):
+            if self._matches(rank, line):
+                picked.append(line)
+                if len(picked) >= self.max_lines:
+                    break
+        log = self.query_one("#log", Log)
+        log.clear()
+        log.write_lines(reversed(picked))
+        self._status()
+
+    def _status(self) -> None:
+        if self.tail:
+            return
+        level = LEVELS[self.min_level]
+        flt = f"text “{esc(self.text_filter)}”" if self.text_filter else "no text filter"
+        self.query_one("#log-status", Static).update(Content.from_markup(
+            f"level ≥ [b]{level}[/] · {flt} · {fmt_count(len(self.lines))} lines · press / to filter"))
