@@ -72,6 +72,7 @@ class GammaMarket(BaseModel):
     category: str = ""
     outcomes: list[str] = Field(default_factory=list)
     outcome_prices: list[Decimal] = Field(default_factory=list, alias="outcomePrices")
+    clob_token_ids: list[str] = Field(default_factory=list, alias="clobTokenIds")
     closed: bool = False
     active: bool | None = None
     end_date: str = Field("", alias="endDate")
@@ -88,7 +89,7 @@ class GammaMarket(BaseModel):
     def _text(cls, v: Any) -> str:
         return "" if v is None else str(v)
 
-    @field_validator("outcomes", mode="before")
+    @field_validator("outcomes", "clob_token_ids", mode="before")
     @classmethod
     def _outcomes(cls, v: Any) -> list[str]:
         return [str(x) for x in _json_list(v)]
@@ -343,6 +344,8 @@ class SnapshotSource:
                     raise BadInput(f"Gamma snapshot {self.path} line {n}: not JSON ({exc.msg})") from None
         if isinstance(doc, dict) and isinstance(doc.get("markets"), list):
             doc = doc["markets"]
+        elif isinstance(doc, dict) and "conditionId" in doc:
+            doc = [doc]  # JSON lines holding a single market
         if not isinstance(doc, list):
             raise BadInput(f"Gamma snapshot {self.path}: expected a JSON list of markets or {{\"markets\": [...]}}")
         self.report = FetchReport()

@@ -25,12 +25,12 @@ DEFAULT_TO_DELAY = 500
 DEFAULT_TO_THROW = 1000
 
 _PENDING_SQL = """
-SELECT database, table, mutation_id, command, toString(create_time) AS create_time,
-       toFloat64(greatest(0, dateDiff('second', create_time, now()))) AS age_s,
+SELECT database, table, mutation_id, command, toString(create_time) AS created,
+       toFloat64(greatest(0, dateDiff('second', system.mutations.create_time, now()))) AS age_s,
        toInt64(parts_to_do) AS parts_to_do, latest_fail_reason
 FROM system.mutations
 WHERE database = {db:String} AND is_done = 0 {table_filter}
-ORDER BY create_time, table, mutation_id
+ORDER BY system.mutations.create_time, table, mutation_id
 """
 
 
@@ -59,7 +59,7 @@ def pending_mutations(ch: ClickHouse, tables: Sequence[str] | None = None) -> li
     for r in ch.query(sql, params).dicts():
         out.append(MutationInfo(
             database=r["database"], table=r["table"], mutation_id=r["mutation_id"],
-            command=str(r["command"]).strip(), create_time=str(r["create_time"]), age_s=float(r["age_s"]),
+            command=str(r["command"]).strip(), create_time=str(r["created"]), age_s=float(r["age_s"]),
             parts_to_do=int(r["parts_to_do"]), latest_fail_reason=str(r["latest_fail_reason"] or ""),
         ))
     return out

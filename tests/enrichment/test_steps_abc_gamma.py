@@ -1,0 +1,120 @@
+"""The Gamma client against a loopback server through real httpx: batching, paging, 429 Retry-After,
+5xx retries, malformed JSON, unreachable host, JSON-encoded string fields."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+
+from engine.enrichment.gamma import GammaClient, GammaError, GammaUnavailable, SnapshotSource
+from engine.errors import BadInput
+from tests.enrichment.abc_data import cond, gamma_market
+from tests.enrichment.gamma_server import GammaServer
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def client(url: str, **kw) -> GammaClient:
+    kw.setdefault("backoff_base_s", 0.01)
+    return GammaClient(url, **kw)
+
+
+@pytest.mark.anyio
+async def test_batches_condition_ids_and_decodes_string_fields() -> None:
+    markets = [gamma_market(n, closed=n % 2 == 0) for n in range(1, 8)]
+    with GammaServer(markets, hide_closed_by_default=True) as srv:
+        async with client(srv.url, batch_size=3) as gc:
+            report = await gc.markets_by_condition_ids([cond(n) for n in range(1, 8)] + [cond(99)])
+    assert sorted(m.condition_id for m in report.markets) == [cond(n) for n in range(1, 8)]
+    m2 = next(m for m in report.markets if m.condition_id == cond(2))
+    assert m2.outcomes == ["Yes", "No"] and m2.outcome_prices == [Decimal(1), Decimal(0)]
+    assert m2.clob_token_ids == ["tok2a", "tok2b"] and m2.event_id == "e2" and m2.raw_category == "Politics"
+    first_pass = [r for r in srv.market_requests() if "closed" not in r]
+    assert [len(r["condition_ids"]) for r in first_pass] == [3, 3, 2]  # batched, never one per id
+    # closed markets hidden by default were asked for again with closed=true
+    assert any(r.get("closed") == ["true"] for r in srv.market_requests())
+
+
+@pytest.mark.anyio
+async def test_paging_closed_markets() -> None:
+    with GammaServer([gamma_market(n) for n in range(1, 12)]) as srv:
+        async with client(srv.url) as gc:
+            report = await gc.closed_markets(page_size=5)
+    assert len(report.markets) == 11
+    assert [r["offset"] for r in srv.market_requests()] == [["0"], ["5"], ["10"]]
+
+
+@pytest.mark.anyio
+async def test_429_retry_after_is_honoured_then_succeeds() -> None:
+    with GammaServer([gamma_market(1)]) as srv:
+        srv.faults = [("429", {"Retry-After": "1"}), ("500", {}), ("503", {})]
+        gc = client(srv.url, max_attempts=5)
+        waits: list[float] = []
+        original = gc._wait
+        gc._wait = lambda state: waits.append(original(state)) or waits[-1]  # type: ignore[method-assign]
+        async with gc:
+            report = await gc.markets_by_condition_ids([cond(1)])
+    assert [m.condition_id for m in report.markets] == [cond(1)]
+    assert len(srv.market_requests()) >= 4
+    assert waits[0] == 1.0  # the server's Retry-After, not our backoff
+    assert all(w < 1 for w in waits[1:])
+
+
+@pytest.mark.anyio
+async def test_gives_up_after_max_attempts_with_the_reason() -> None:
+    with GammaServer([gamma_market(1)]) as srv:
+        srv.faults = [("500", {})] * 3
+        async with client(srv.url, max_attempts=3) as gc:
+            with pytest.raises(GammaError, match="failed after 3 attempts: HTTP 500"):
+                await gc.markets_by_condition_ids([cond(1)])
+    assert len(srv.market_requests()) == 3
+
+
+@pytest.mark.anyio
+async def test_malformed_json_and_non_list_are_clear_errors() -> None:
+    with GammaServer([gamma_market(1)]) as srv:
+        srv.faults = [("malformed", {})]
+        async with client(srv.url) as gc:
+            with pytest.raises(GammaError, match="malformed JSON"):
+                await gc.markets_by_condition_ids([cond(1)])
+        srv.faults = [("notalist", {})]
+        async with client(srv.url) as gc:
+            with pytest.raises(GammaError, match="expected a JSON list"):
+                await gc.markets_by_condition_ids([cond(1)])
+
+
+@pytest.mark.anyio
+async def test_malformed_market_entries_are_reported_not_fatal() -> None:
+    bad = gamma_market(2, outcomePrices="[not json")
+    with GammaServer([gamma_market(1), bad]) as srv:
+        async with client(srv.url) as gc:
+            report = await gc.markets_by_condition_ids([cond(1), cond(2)])
+    assert [m.condition_id for m in report.markets] == [cond(1)]
+    assert report.malformed and report.malformed[0][0] == cond(2)
+
+
+@pytest.mark.anyio
+async def test_unreachable_host() -> None:
+    with GammaServer() as srv:
+        url = srv.url
+    # the server is shut down: connection refused on every attempt
+    async with client(url, max_attempts=2) as gc:
+        with pytest.raises(GammaUnavailable, match="unavailable after 2 attempts"):
+            await gc.markets_by_condition_ids([cond(1)])
+
+
+def test_snapshot_source_reads_api_shaped_files(tmp_path) -> None:
+    path = tmp_path / "snap.json"
+    path.write_text(json.dumps({"markets": [gamma_market(1), gamma_market(2)]}))
+    assert set(SnapshotSource(path).by_condition) == {cond(1), cond(2)}
+    lines = tmp_path / "snap.jsonl"
+    lines.write_text(json.dumps(gamma_market(3)) + "\n")
+    assert set(SnapshotSource(lines).by_condition) == {cond(3)}
+    (tmp_path / "bad.json").write_text('{"nope": 1}')
+    with pytest.raises(BadInput, match="expected a JSON list"):
+        SnapshotSource(tmp_path / "bad.json")
