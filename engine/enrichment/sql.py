@@ -47,7 +47,7 @@ _SPLIT = f"({_u('split', 'm')} < 0.01)"  # a few 50/50 resolutions (valid, nobod
 _YES_WINS = f"({_u('out', 'm')} < {_Q})"
 _OPEN_TS = f"({{base_ts:UInt32}} + {_h('open', 'm')} % (300 * 86400))"
 _DURATION = f"(86400 + {_h('dur', 'm')} % (60 * 86400))"
-_FEE_RATE = f"multiIf({_u('fee', 'm')} < 0.6, 0, {_u('fee', 'm')} < 0.85, 0.001, 0.002)"
+_FEE_BPS = f"multiIf({_u('fee', 'm')} < 0.6, 0, {_u('fee', 'm')} < 0.85, 10, 20)"  # taker fee, basis points
 _K = f"({{k_min:UInt32}} + {_h('k', 'm')} % {{k_span:UInt32}})"  # participants of market m
 _CATEGORIES = "['Politics', 'Sports', 'Crypto', 'Economics', 'Science', 'Culture']"
 _RAW_CATEGORIES = "['us-current-affairs', 'nba', 'bitcoin', 'fed-rates', 'ai', 'movies']"
@@ -98,11 +98,10 @@ SELECT
     {_COND}                                                                   AS condition_id,
     toUInt8(multiIf(kind = 0, o, leg))                                        AS outcome_index,
     multiIf(kind = 0, if(leg = 0, 'BUY', 'SELL'), kind = 1, 'BUY', 'SELL')    AS side,
-    toDecimal64(if(outcome_index = 0, p_yes, 1 - p_yes), 6)                   AS price,
-    toDecimal64(sh, 6)                                                        AS shares,
+    if(outcome_index = 0, p_yes, 1 - p_yes)                                   AS price,
+    sh                                                                        AS shares,
     toDecimal128(price, 6) * shares                                           AS usd_value,
-    if(leg = 0, toDecimal128(round(toFloat64(usd_value) * fee_rate, 6), 12),
-       toDecimal128(0, 12))                                                   AS fee_usd,
+    if(leg = 0, round(usd_value * fee_bps / 10000, 6), toDecimal128(0, 12))  AS fee_usd,
     toDateTime(ts, 'UTC')                                                     AS timestamp,
     tx_hash,
     ''                                                                        AS canonical_category,
@@ -116,9 +115,11 @@ FROM (
         {_h('wal', 'm', 'j2')} % {{wallets:UInt32}}                            AS wb,
         multiIf({_u('kind', 'f')} < 0.82, 0, {_u('kind', 'f')} < 0.96, 1, 2)   AS kind,
         {_h('o', 'f')} % 2                                                    AS o,
-        round(least(0.99, greatest(0.01, {_Q} + ({_u('px', 'f')} - 0.5) * 0.3)), 3) AS p_yes,
-        round(1 + 500 * pow({_u('sh', 'f')}, 3), 2)                           AS sh,
-        {_FEE_RATE}                                                           AS fee_rate,
+        -- prices in whole ticks of 0.001 and shares in cents, made Decimal before any arithmetic:
+        -- 1 - p_yes must be exact or complete sets would not cost exactly 1
+        toDecimal64(toUInt32(round(least(0.99, greatest(0.01, {_Q} + ({_u('px', 'f')} - 0.5) * 0.3)) * 1000)), 6) / 1000 AS p_yes,
+        toDecimal64(toUInt64(round(100 + 50000 * pow({_u('sh', 'f')}, 3))), 6) / 100 AS sh,
+        toUInt32({_FEE_BPS})                                                  AS fee_bps,
         {_OPEN_TS} + toUInt32({_u('t', 'f')} * {_DURATION})                   AS ts,
         concat('0x', lower(hex(SHA256(concat('tx:', toString({{seed:UInt64}}), ':', toString(f)))))) AS tx_hash
     FROM (
@@ -228,7 +229,12 @@ WHERE (wallet_address, condition_id) <= ({cw:String}, {cc:String})
 
 def next_batch_sql(has_cursor: bool) -> str:
     """The next `n` pairs after the cursor: how many, their trade rows, and the last pair."""
-    after = "WHERE (wallet_address, condition_id) > ({cw:String}, {cc:String})" if has_cursor else ""
+    # The plain `wallet_address >=` bound lets the primary index skip what is done; the tuple
+    # comparison alone is not used for pruning.
+    after = (
+        "WHERE wallet_address >= {cw:String} AND (wallet_address, condition_id) > ({cw:String}, {cc:String})"
+        if has_cursor else ""
+    )
     return f"""
 SELECT count() AS pairs, sum(n_trades) AS rows, min(wallet_address) AS first_wallet,
        tupleElement(max((wallet_address, condition_id)), 1) AS last_wallet,
