@@ -1,0 +1,80 @@
+"""`opsconsole mutations`: pending ClickHouse mutations of our tables, per-table limits, kill by id."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+
+from console.commands import settings_from
+from engine.enrichment.mutations import kill_mutation, mutation_limits, pending_mutations
+from engine.errors import ExitCode, OpsError
+from engine.redact import redact
+from engine.stores.clickhouse import open_clickhouse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "mutations",
+        help="pending ClickHouse mutations of our database (table, id, age, parts, failure); --kill ID",
+        description="List unfinished mutations of the enrichment database (the runbook's "
+        "getPendingMutationDetails), with each table's limits: ClickHouse delays inserts at "
+        "number_of_mutations_to_delay and refuses new mutations at number_of_mutations_to_throw.",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--table", action="append", metavar="TABLE", help="only this table (repeatable)")
+    p.add_argument("--kill", metavar="ID", help="kill the pending mutation with this id (e.g. mutation_12.txt)")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation (required without a terminal)")
+    p.set_defaults(func=run)
+
+
+def _confirm(question: str, assume_yes: bool) -> bool:
+    if assume_yes:
+        return True
+    if not sys.stdin.isatty():
+        raise OpsError("refusing to kill a mutation without confirmation: no terminal to ask on",
+                       exit_code=ExitCode.USAGE, hint="re-run with --yes")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    return answer in ("y", "yes")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    ch = open_clickhouse(settings)
+    try:
+        if args.kill:
+            match = [m for m in pending_mutations(ch) if m.mutation_id == args.kill.strip()]
+            if match:
+                m = match[0]
+                print(f"{m.mutation_id} on {m.table}: {m.command[:200]}")
+                if m.latest_fail_reason:
+                    print(f"  failing: {m.latest_fail_reason[:300]}")
+                if not _confirm(f"Kill mutation {m.mutation_id} on {ch.database}.{m.table}?", args.yes):
+                    print("not killed")
+                    return int(ExitCode.OK)
+            killed = kill_mutation(ch, args.kill)  # names the problem if the id is unknown
+            print(f"killed {killed.mutation_id} on {killed.table}; rows it had not rewritten keep their old values")
+            return int(ExitCode.OK)
+        pending = pending_mutations(ch, args.table)
+        limits = mutation_limits(ch, args.table)
+    finally:
+        ch.close()
+    if args.json:
+        doc = {"database": settings.clickhouse_database, "pending": len(pending),
+               "mutations": [asdict(m) for m in pending], "limits": [
+                   {**asdict(lim), "headroom": lim.headroom} for lim in limits]}
+        print(redact(json.dumps(doc, indent=2)))
+        return int(ExitCode.OK)
+    print(f"pending_mutations = {len(pending)} (database {settings.clickhouse_database})")
+    for m in pending:
+        print(f"  {m.table:<28} {m.mutation_id:<20} age {m.age_s:>6.0f}s  parts_to_do {m.parts_to_do:<5} "
+              f"{' '.join(m.command.split())[:90]}")
+        if m.latest_fail_reason:
+            print(f"    FAILING: {' '.join(m.latest_fail_reason.split())[:300]}")
+    if limits:
+        print("per-table limits (number_of_mutations_to_delay / number_of_mutations_to_throw):")
+    for lim in limits:
+        print(f"  {lim.table:<28} pending {lim.pending:<5} delay at {lim.to_delay:<5} throw at {lim.to_throw:<5} "
+              f"headroom {lim.headroom}")
+    return int(ExitCode.OK)
