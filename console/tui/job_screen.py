@@ -10,6 +10,7 @@ unit boundary.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, TabbedContent, TabPane
 
 from console.tui.actions import JOB_ACTIONS, bindings
@@ -42,6 +44,7 @@ from engine.events import Event, Failure, JobState, MutationInfo, MutationStatus
 from engine.redact import redact
 from engine.runner import JobOutcome, run_job
 
+REPAINT_EVERY_S = 0.2
 RUNNING_STATES = (JobState.STARTING, JobState.RUNNING, JobState.PAUSING, JobState.PAUSED, JobState.STOPPING)
 
 
@@ -107,6 +110,10 @@ class JobScreen(Screen[None]):
         self.mutations_busy = False
         self.note = ""
         self._waiters: list[_Waiter] = []
+        self._pending_lines: list[tuple[int, str]] = []
+        self._dirty_mutations = self._dirty_failures = False
+        self._repaint_timer: Timer | None = None
+        self._last_repaint = 0.0
 
     # --- layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -134,6 +141,7 @@ class JobScreen(Screen[None]):
         self.query_one("#failures-summary").border_title = "Failures"
         self.refresh_panels(all_panels=True)
         self.set_interval(1.0, self.refresh_header)
+        self._last_repaint = time.monotonic()
         self.pump_events()
         if self.session.job is not None:
             self.run_the_job()
@@ -211,19 +219,43 @@ class JobScreen(Screen[None]):
     # --- handlers: the only place UI state changes --------------------------------------------
     @on(EventsArrived)
     def handle_events(self, message: EventsArrived) -> None:
-        lines = []
-        kinds: set[type] = set()
+        state_before = self.view.state
         for event in message.events:
             self.view.apply(event)
-            kinds.add(type(event))
+            if isinstance(event, MutationStatus):
+                self._dirty_mutations = True
+            elif isinstance(event, Failure):
+                self._dirty_failures = True
             line = event_line(event)
             if line is not None:
-                lines.append(line)
+                self._pending_lines.append(line)
+        if self.view.state is not state_before:
+            # State changes are shown at once (and the keys that apply change with them).
+            self.refresh_header()
+            self.refresh_bindings()
+        self.schedule_repaint()
+        self._check_waiters()
+
+    def schedule_repaint(self) -> None:
+        """Repaint the panels at most REPAINT_EVERY_S apart (Dolphie-style: a busy job must not
+        turn the console into a CPU-bound redraw loop); the view itself is always current."""
+        if self._repaint_timer is not None:
+            return
+        wait = REPAINT_EVERY_S - (time.monotonic() - self._last_repaint)
+        if wait <= 0:
+            self.flush()
+        else:
+            self._repaint_timer = self.set_timer(wait, self.flush)
+
+    def flush(self) -> None:
+        """Bring every widget up to date with the view now."""
+        self._repaint_timer = None
+        self._last_repaint = time.monotonic()
+        lines, self._pending_lines = self._pending_lines, []
         self.query_one("#log-full", LogPane).append(lines)
         self.query_one("#log-tail", LogPane).append(lines[-50:])
-        self.refresh_panels(mutations=MutationStatus in kinds, failures=Failure in kinds)
-        self.refresh_bindings()
-        self._check_waiters()
+        self.refresh_panels(mutations=self._dirty_mutations, failures=self._dirty_failures)
+        self._dirty_mutations = self._dirty_failures = False
 
     @on(JobEnded)
     def handle_job_ended(self, message: JobEnded) -> None:
@@ -240,7 +272,7 @@ class JobScreen(Screen[None]):
             if self.view.ended_ts is None:
                 self.view.ended_ts = self.clock()
             self.note = "finished — press q to " + ("go back" if self.from_launcher else "quit")
-        self.refresh_panels()
+        self.flush()
         self.refresh_bindings()
         self._check_waiters()
         if s.quit_when_done:

@@ -107,6 +107,12 @@ class EditLiveScreen(ModalScreen[dict[str, Any] | None]):
                 yield Button("Apply (ctrl+s)", variant="primary", id="apply")
                 yield Button("Cancel (esc)", id="cancel")
 
+    def on_mount(self) -> None:
+        # Keyboard first: the first field has focus, enter applies, esc cancels.
+        fields = self.query(".field, .field-list")
+        if fields:
+            fields.first().focus()
+
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "apply":
             self.action_apply()

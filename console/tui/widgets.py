@@ -60,7 +60,21 @@ def esc(text: Any) -> str:
     return escape(redact(str(text)))
 
 
-class StatusHeader(Static):
+class Markup(Static):
+    """A Static that re-renders only when its markup changes, and asks for a layout pass only
+    when its line count changes: layout is the expensive part of a repaint."""
+
+    _markup: str | None = None
+
+    def set(self, markup: str) -> None:
+        if markup == self._markup:
+            return
+        relayout = self._markup is None or markup.count("\n") != self._markup.count("\n")
+        self._markup = markup
+        self.update(Content.from_markup(markup), layout=relayout)
+
+
+class StatusHeader(Markup):
     """One line: job, state, elapsed, ETA, stores. Always visible."""
 
     def show(self, view: JobView, now: float, stores: str, note: str = "") -> None:
@@ -75,7 +89,7 @@ class StatusHeader(Static):
         ]
         if note:
             parts.append(f"[i]{esc(note)}[/]")
-        self.update(Content.from_markup(" │ ".join(parts)))
+        self.set(" │ ".join(parts))
         for state in JobState:
             self.set_class(view.state is state, f"state-{state.value}")
 
@@ -84,18 +98,18 @@ class ProgressPanel(Vertical):
     """The active step: bar, counts, throughput with a sparkline, checkpoint and live settings."""
 
     def compose(self) -> ComposeResult:
-        yield Static(id="steps-line")
+        yield Markup(id="steps-line")
         yield ProgressBar(total=None, show_eta=False, id="bar")
-        yield Static(id="progress-detail")
+        yield Markup(id="progress-detail")
         yield Sparkline([], summary_function=max, id="throughput-spark")
-        yield Static(id="checkpoint-line")
+        yield Markup(id="checkpoint-line")
 
     def on_mount(self) -> None:
         self.border_title = "Progress"
 
     def show(self, view: JobView) -> None:
         sp = view.active
-        steps_line = self.query_one("#steps-line", Static)
+        steps_line = self.query_one("#steps-line", Markup)
         if view.is_enrichment:
             marks = []
             for step in "ABCDE":
@@ -108,14 +122,14 @@ class ProgressPanel(Vertical):
                     marks.append(f"[b $accent]{step} ▶[/]")
                 else:
                     marks.append(f"{step} …")
-            steps_line.update(Content.from_markup("steps  " + "  ".join(marks)))
+            steps_line.set("steps  " + "  ".join(marks))
         else:
-            steps_line.update(Content.from_markup(f"step  [b]{esc(sp.step) if sp else '—'}[/]"))
+            steps_line.set(f"step  [b]{esc(sp.step) if sp else '—'}[/]")
         bar = self.query_one("#bar", ProgressBar)
-        detail = self.query_one("#progress-detail", Static)
+        detail = self.query_one("#progress-detail", Markup)
         if sp is None:
             bar.update(total=None, progress=0)
-            detail.update("waiting for the first progress report…")
+            detail.set("waiting for the first progress report…")
         else:
             bar.update(total=sp.total, progress=sp.done)
             self.border_title = f"Step {sp.step}" if view.is_enrichment else f"Progress · {sp.step}"
@@ -133,7 +147,7 @@ class ProgressPanel(Vertical):
             if d.get("write_strategy"):
                 second.append(esc(d["write_strategy"]))
             lines.append(" · ".join(second))
-            detail.update(Content.from_markup("\n".join(lines)))
+            detail.set("\n".join(lines))
             self.query_one("#throughput-spark", Sparkline).data = list(sp.rates)
         cp = view.checkpoint
         live = view.live
@@ -147,7 +161,7 @@ class ProgressPanel(Vertical):
         elif live:
             cp_lines.append("live " + ", ".join(f"{esc(k)}=[b]{esc(v)}[/]" for k, v in live.items()))
         cp_text = "\n".join(cp_lines)
-        self.query_one("#checkpoint-line", Static).update(Content.from_markup(cp_text))
+        self.query_one("#checkpoint-line", Markup).set(cp_text)
 
 
 class PipelinePanel(Vertical):
@@ -157,7 +171,7 @@ class PipelinePanel(Vertical):
     KEYS = ("research_ok", "research_failed", "forecast_ok", "forecast_failed", "skipped")
 
     def compose(self) -> ComposeResult:
-        yield Static(id="llm-line")
+        yield Markup(id="llm-line")
         table: DataTable[Any] = DataTable(id="suites-table", cursor_type="row", zebra_stripes=True)
         yield table
 
@@ -171,7 +185,7 @@ class PipelinePanel(Vertical):
         sp = view.steps.get("events")
         d = sp.detail if sp else {}
         cost = d.get("cost_usd")
-        self.query_one("#llm-line", Static).update(Content.from_markup(
+        self.query_one("#llm-line", Markup).set((
             f"LLM calls [b]{fmt_count(d.get('llm_calls'))}[/] · tokens [b]{fmt_count(d.get('tokens'))}[/]\n"
             f"cost [b]{'—' if cost is None else f'${cost:,.4f}'}[/] · in flight [b]{fmt_count(d.get('in_flight'))}[/] · "
             f"failures [b]{len(view.failures)}[/]"
@@ -193,7 +207,7 @@ class GatesPanel(Vertical):
     """The five gates with PASS/WARN/FAIL colours."""
 
     def compose(self) -> ComposeResult:
-        yield Static(id="gates-body")
+        yield Markup(id="gates-body")
 
     def on_mount(self) -> None:
         self.border_title = "Gates"
@@ -210,7 +224,7 @@ class GatesPanel(Vertical):
                 lines.append(f"[b {style}]{GATE_MARK.get(g.status, ' ')} {g.status:<4}[/] {esc(g.name)} "
                              f"[b]{esc(g.actual)}[/] [dim]expect {esc(g.expected)}[/]")
             body = "\n".join(lines)
-        self.query_one("#gates-body", Static).update(Content.from_markup(body))
+        self.query_one("#gates-body", Markup).set(body)
         when = clock_text(view.gates_ts) if view.gates_ts else "never"
         self.border_subtitle = "refreshing…" if refreshing else f"as of {when}"
 
@@ -219,7 +233,7 @@ class MutationsPanel(Vertical):
     """Pending mutation count with its recent history."""
 
     def compose(self) -> ComposeResult:
-        yield Static(id="mutations-line")
+        yield Markup(id="mutations-line")
         yield Sparkline([], summary_function=max, id="mutations-spark")
 
     def on_mount(self) -> None:
@@ -233,19 +247,19 @@ class MutationsPanel(Vertical):
             text += f" · [b $error]{failing} failing[/]"
         if pending is None:
             text = "[dim]no mutation status yet[/]"
-        self.query_one("#mutations-line", Static).update(Content.from_markup(text))
+        self.query_one("#mutations-line", Markup).set(text)
         self.query_one("#mutations-spark", Sparkline).data = list(view.mutation_history)
 
 
-class FailuresSummary(Static):
+class FailuresSummary(Markup):
     def show(self, view: JobView) -> None:
         if not view.failures:
-            self.update(Content.from_markup("[dim]no failures[/]"))
+            self.set("[dim]no failures[/]")
             return
         lines = [f"[b $error]{len(view.failures)} failure(s)[/] — press f for the table"]
         for f in view.failures[-3:]:
             lines.append(f"[$error]✘[/] {esc(f.where)}: {esc(f.reason)}")
-        self.update(Content.from_markup("\n".join(lines)))
+        self.set("\n".join(lines))
 
 
 class MutationsTable(DataTable[Any]):
@@ -348,7 +362,7 @@ class LogPane(Vertical):
 
     def compose(self) -> ComposeResult:
         if not self.tail:
-            yield Static(id="log-status")
+            yield Markup(id="log-status")
         log = Log(max_lines=self.max_lines, highlight=True, id="log")
         log.highlighter = LevelHighlighter()
         yield log
@@ -390,5 +404,5 @@ class LogPane(Vertical):
             return
         level = LEVELS[self.min_level]
         flt = f"text “{esc(self.text_filter)}”" if self.text_filter else "no text filter"
-        self.query_one("#log-status", Static).update(Content.from_markup(
+        self.query_one("#log-status", Markup).set((
             f"level ≥ [b]{level}[/] · {flt} · {fmt_count(len(self.lines))} lines · press / to filter"))

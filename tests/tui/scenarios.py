@@ -161,6 +161,7 @@ async def feed(screen, bus: EventBus, rounds: list[list[Event]]) -> None:
             bus.publish(event)
         last = max(e.ts for e in batch)
         await screen.wait_for(lambda v, last=last: v.last_ts >= last)
+    screen.flush()  # repaints are throttled; bring every panel up to date for the picture
 
 
 def attached_app(name: str, size_note: str = "", **kw):
