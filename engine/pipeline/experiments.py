@@ -239,6 +239,7 @@ class Selection:
     experiments: list[Experiment]  # runnable, research first
     skipped_suites: dict[str, str] = field(default_factory=dict)  # suite -> reason
     suites: list[str] = field(default_factory=list)  # selected suites (incl. skipped ones)
+    chosen: list[Experiment] = field(default_factory=list)  # picked by the filters, keys or not
 
 
 def _split_tokens(values: list[str] | None) -> list[str]:
@@ -292,9 +293,9 @@ def select(
         reason = (available or {}).get(s)
         if reason:
             skipped[s] = reason
+    picked.sort(key=lambda e: (0 if e.stage == "research" else 1, chosen.index(e.suite)))
     runnable = [e for e in picked if e.suite not in skipped]
-    runnable.sort(key=lambda e: (0 if e.stage == "research" else 1, chosen.index(e.suite)))
-    return Selection(runnable, skipped, chosen)
+    return Selection(runnable, skipped, chosen, picked)
 
 
 def suite_availability(registry: Registry, settings: Any) -> dict[str, str | None]:
@@ -309,7 +310,8 @@ def suite_availability(registry: Registry, settings: Any) -> dict[str, str | Non
 
 def manifest(registry: Registry, selection: Selection, configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     hashes = experiment_hashes(registry, configs)
-    selected = {e.name for e in selection.experiments}
+    selected = {e.name for e in selection.chosen}
+    runnable = {e.name for e in selection.experiments}
     suites = []
     for name in selection.suites:
         suite = registry.suites[name]
@@ -321,10 +323,11 @@ def manifest(registry: Registry, selection: Selection, configs: dict[str, dict[s
             "experiments": [
                 {
                     "name": e.name, "stage": e.stage, "variant": e.variant, "kind": e.kind,
-                    "requires": list(e.requires), "selected": e.name in selected,
+                    "requires": list(e.requires), "selected": e.name in selected, "will_run": e.name in runnable,
                     "config": configs[e.name], "config_hash": hashes[e.name],
                 }
                 for e in suite.experiments
             ],
         })
-    return {"suites": suites, "selected": [e.name for e in selection.experiments]}
+    return {"suites": suites, "selected": [e.name for e in selection.chosen],
+            "will_run": [e.name for e in selection.experiments]}
