@@ -25,6 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="wait for pending mutations every N batches (default MUTATION_WAIT_EVERY or 5)")
     p.add_argument("--write-strategy", choices=("auto", "lightweight", "classic"), default=None,
                    help="Step D writes: lightweight UPDATE, classic ALTER TABLE … UPDATE, or auto (default STEP_D_WRITE_STRATEGY or auto)")
+    p.add_argument("--snapshot", metavar="FILE", default=None,
+                   help="Steps A and C: read Gamma markets from this snapshot file instead of the API (offline)")
+    p.add_argument("--offline", action="store_true", help="Steps A and C: never call the Gamma API")
+    p.add_argument("--focus-file", metavar="FILE", default=None,
+                   help="Step A: also (re)fetch the market ids listed in FILE (the runbook's FOCUS_FILE)")
     add_job_args(p)
     p.set_defaults(func=run)
 
@@ -36,5 +41,6 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size or settings.batch_size,
         mutation_wait_every=args.mutation_wait_every or settings.mutation_wait_every,
         write_strategy=args.write_strategy or settings.write_strategy,
+        abc_options={"snapshot": args.snapshot, "offline": args.offline or None, "focus_file": args.focus_file},
     )
     return run_job_command(job, settings, args)

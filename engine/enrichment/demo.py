@@ -7,12 +7,15 @@ fill is written with both of its sides, so value conservation holds per resolved
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from engine.enrichment import sql
 from engine.enrichment.schema import ensure_schema
 from engine.errors import BadInput
+from engine.files import atomic_write_json
 from engine.stores.clickhouse import ClickHouse
 
 
@@ -55,17 +58,25 @@ class DemoReport:
     resolutions: int
     rejected: int
     seconds: float
+    held_back_markets: int = 0
 
     def line(self) -> str:
         return (
             f"demo data ({self.scale}, seed {self.seed}): {self.trades:,} trades, {self.markets:,} markets, "
             f"{self.wallets:,} wallets, {self.pairs:,} wallet×condition pairs, {self.resolutions:,} valid "
-            f"resolutions, {self.rejected:,} invalid resolution rows rejected — {self.seconds:.1f}s"
+            f"resolutions, {self.rejected:,} invalid resolution rows rejected"
+            + (f", {self.held_back_markets} markets left for Step A to fetch" if self.held_back_markets else "")
+            + f" — {self.seconds:.1f}s"
         )
 
 
-def generate_demo(ch: ClickHouse, scale: str = "small", seed: int = 7) -> DemoReport:
-    """Replace the enrichment tables' contents with demo data. Idempotent: same seed, same rows."""
+def generate_demo(ch: ClickHouse, scale: str = "small", seed: int = 7, snapshot_path: Path | None = None) -> DemoReport:
+    """Replace the enrichment tables' contents with demo data. Idempotent: same seed, same rows.
+
+    With `snapshot_path`, a Gamma snapshot of every demo market is written there, and a few markets
+    (markets_dim rows) and a few resolutions are held back so that Steps A and C have real work to
+    do offline from that file. Without it, every dimension and valid resolution is loaded directly.
+    """
     if scale not in SCALES:
         raise BadInput(f"unknown demo scale {scale!r}: choose one of {', '.join(SCALES)}")
     if not 0 <= seed < 2**63:
@@ -79,6 +90,7 @@ def generate_demo(ch: ClickHouse, scale: str = "small", seed: int = 7) -> DemoRe
     params = {
         "seed": seed, "wallets": spec.wallets, "markets": spec.markets, "fills": spec.fills,
         "k_min": spec.k_min, "k_span": spec.k_span, "resolved_share": spec.resolved_share, "base_ts": BASE_TS,
+        "hold_back": int(snapshot_path is not None),
     }
 
     def used(statement: str) -> dict[str, object]:
@@ -88,6 +100,12 @@ def generate_demo(ch: ClickHouse, scale: str = "small", seed: int = 7) -> DemoRe
     for statement in (sql.DEMO_MARKETS, sql.DEMO_EVENTS, sql.DEMO_TRADES, sql.DEMO_RESOLUTION_CANDIDATES,
                       sql.DEMO_RESOLUTIONS_VALID, sql.DEMO_RESOLUTIONS_REJECTED):
         ch.command(statement, used(statement))
+    held_markets = 0
+    if snapshot_path is not None:
+        write_snapshot(ch, snapshot_path)
+        before = int(ch.scalar("SELECT count() FROM $db.markets_dim"))
+        ch.command(sql.DEMO_HOLD_BACK_MARKETS, used(sql.DEMO_HOLD_BACK_MARKETS), {"mutations_sync": 2})
+        held_markets = before - int(ch.scalar("SELECT count() FROM $db.markets_dim"))
     ch.command("DROP TABLE IF EXISTS $db.demo_resolution_candidates")
     row = ch.query(
         "SELECT count(), uniqExact(market_id), uniqExact(wallet_address), uniqExact(wallet_address, condition_id) "
@@ -96,4 +114,27 @@ def generate_demo(ch: ClickHouse, scale: str = "small", seed: int = 7) -> DemoRe
     resolutions = int(ch.scalar("SELECT count() FROM $db.market_resolutions"))
     rejected = int(ch.scalar("SELECT count() FROM $db.resolution_rejects"))
     return DemoReport(scale, seed, int(row[0]), int(row[1]), int(row[2]), int(row[3]), resolutions, rejected,
-                      time.monotonic() - started)
+                      time.monotonic() - started, held_markets)
+
+
+def write_snapshot(ch: ClickHouse, path: Path) -> int:
+    """Every demo market as Gamma returns it (JSON-encoded string fields included)."""
+    markets = []
+    for r in ch.query(sql.DEMO_SNAPSHOT_ROWS).dicts():
+        closed = bool(r["closed"]) and len(r["payouts"]) == 2
+        markets.append({
+            "id": r["market_id"], "conditionId": r["condition_id"], "question": r["question"], "slug": r["slug"],
+            "category": r["category"], "outcomes": json.dumps(["Yes", "No"]),
+            "outcomePrices": json.dumps([_plain(p) for p in r["payouts"]] if closed else ["0.5", "0.5"]),
+            "clobTokenIds": json.dumps(list(r["clob_token_ids"])), "closed": closed, "active": not closed,
+            "endDate": r["end_date"], "closedTime": r["closed_time"] if closed else None,
+            "umaResolutionStatus": "resolved" if closed else "",
+            "events": [{"id": r["event_id"], "title": f"Demo event {r['event_id']}", "category": r["category"]}],
+        })
+    atomic_write_json(path, {"markets": markets})
+    return len(markets)
+
+
+def _plain(value: str) -> str:
+    text = str(value)
+    return text.rstrip("0").rstrip(".") if "." in text else text

@@ -8,6 +8,7 @@ Control (pause/stop); a stopped Step D ends the run with its checkpoint saved an
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from engine.runner import JobContext
 from engine.stores.clickhouse import ClickHouse, aopen_clickhouse
 
 ALL_STEPS = ("A", "B", "C", "D", "E")
+DEMO_SNAPSHOT = "demo-gamma-snapshot.json"
 
 
 class EnrichmentLive(BaseModel):
@@ -68,6 +70,7 @@ class EnrichmentJob:
         demo: DemoRequest | None = None,
         run_gates: bool = True,
         remote_checkpoints: bool = True,
+        abc_options: dict[str, Any] | None = None,
     ) -> None:
         self.steps = parse_steps(steps)
         if not self.steps and demo is None:
@@ -81,6 +84,8 @@ class EnrichmentJob:
         self.demo = demo
         self.run_gates = run_gates
         self.remote_checkpoints = remote_checkpoints
+        # Passed to Steps A–C where their signature takes them: snapshot, offline, focus_file, ...
+        self.abc_options = dict(abc_options or {})
         self.results: dict[str, Any] = {}
         self.gates: list[Any] = []
 
@@ -126,7 +131,12 @@ class EnrichmentJob:
         assert self.demo is not None
         ctx.progress("demo", 0, 1, unit="datasets")
         ctx.log(f"generating demo data (scale {self.demo.scale}, seed {self.demo.seed})", step="demo")
-        report = await anyio.to_thread.run_sync(generate_demo, ch, self.demo.scale, self.demo.seed)
+        # The demo runs offline: Steps A and C read the markets and resolutions it held back from a
+        # Gamma snapshot written next to the other runtime files.
+        snapshot = ctx.settings.runtime / DEMO_SNAPSHOT
+        report = await anyio.to_thread.run_sync(generate_demo, ch, self.demo.scale, self.demo.seed, snapshot)
+        self.abc_options.setdefault("snapshot", snapshot)
+        ctx.log(f"Gamma snapshot for offline Steps A and C: {snapshot}", step="demo")
         ctx.log(report.line(), step="demo")
         ctx.progress("demo", 1, 1, unit="datasets")
         self.results["demo"] = asdict(report)
@@ -162,7 +172,11 @@ class EnrichmentJob:
             ctx.log(f"Step {step} is not available in this build; skipped", level="WARNING", step=step)
             return False
         fn = getattr(module, f"run_step_{step.lower()}")
-        result = await fn(ctx, ch)
+        accepted = inspect.signature(fn).parameters
+        options = {k: v for k, v in self.abc_options.items() if k in accepted and v is not None}
+        if "mutation_timeout_s" in accepted:
+            options.setdefault("mutation_timeout_s", self.mutation_timeout_s or ctx.settings.mutation_wait_timeout_s)
+        result = await fn(ctx, ch, **options)
         if result is not None:
             self.results[step] = asdict(result) if hasattr(result, "__dataclass_fields__") else result
         return False

@@ -159,6 +159,12 @@ SELECT condition_id, market_id, payouts, resolved_at FROM (
 )
 """
 
+# Market m = toUInt32(market_id) - 500000 (demo ids). Held back: a few dims (Step A's work) and a few
+# valid resolutions (Step C's work); both come back from the demo's Gamma snapshot.
+_M_OF_ID = "(toUInt32OrZero(market_id) - 500000)"
+_WITHHELD = f"({_h('withhold', _M_OF_ID)} % 25 = 0)"
+_LATE = f"({_h('late', _M_OF_ID)} % 12 = 0)"
+
 _CANDIDATE_PROBLEM = """multiIf(
     lower(condition_id) IN ('', 'unknown', 'none', 'null', 'n/a', '0x'), 'placeholder condition_id',
     condition_id NOT IN (SELECT condition_id FROM $db.markets_dim), 'unknown condition_id',
@@ -172,7 +178,7 @@ INSERT INTO $db.market_resolutions (condition_id, market_id, payouts, resolved_a
 SELECT condition_id, market_id, arrayMap(x -> assumeNotNull(x), payouts), resolved_at, 'demo',
        toDateTime64('2025-01-01 00:00:00', 3, 'UTC')
 FROM $db.demo_resolution_candidates
-WHERE {_CANDIDATE_PROBLEM} = ''
+WHERE {_CANDIDATE_PROBLEM} = '' AND NOT ({{hold_back:UInt8}} = 1 AND {_LATE})
 """
 
 DEMO_RESOLUTIONS_REJECTED = f"""
@@ -182,6 +188,26 @@ SELECT condition_id, market_id, {_CANDIDATE_PROBLEM} AS reason,
                         'payouts', toString(payouts))), 'demo'
 FROM $db.demo_resolution_candidates
 WHERE reason != ''
+"""
+
+# The Gamma view of every demo market, for an offline snapshot file: Step A fetches the markets held
+# back from markets_dim from it, Step C the resolutions held back from market_resolutions.
+DEMO_SNAPSHOT_ROWS = f"""
+SELECT d.market_id, d.condition_id, d.question, d.slug, d.category, d.clob_token_ids, d.closed,
+       formatDateTime(assumeNotNull(d.end_date), '%Y-%m-%dT%H:%i:%SZ') AS end_date, d.event_id,
+       arrayMap(x -> toString(x), ifNull(c.payouts, [])) AS payouts,
+       formatDateTime(ifNull(c.resolved_at, toDateTime(0, 'UTC')), '%Y-%m-%dT%H:%i:%SZ') AS closed_time
+FROM $db.markets_dim AS d
+LEFT JOIN (
+    SELECT market_id, arrayMap(x -> assumeNotNull(x), payouts) AS payouts, resolved_at
+    FROM $db.demo_resolution_candidates WHERE {_CANDIDATE_PROBLEM} = ''
+) AS c ON c.market_id = d.market_id
+ORDER BY d.market_id
+SETTINGS join_use_nulls = 1
+"""
+
+DEMO_HOLD_BACK_MARKETS = f"""
+ALTER TABLE $db.markets_dim DELETE WHERE {_WITHHELD}
 """
 
 # =================================================================================================
