@@ -13,6 +13,7 @@ import socket
 from datetime import datetime
 from typing import Any
 
+import psutil
 from psycopg.types.json import Jsonb
 
 from engine.pipeline import sql
@@ -41,6 +42,13 @@ class PipelineRepository:
         async def go(conn: Any) -> list[str]:
             cur = await conn.execute(sql.ABANDON_STALE_RUNS, {"stale_s": STALE_RUN_S})
             abandoned = [r[0] for r in await cur.fetchall()]
+            # Same host: a run whose process is gone (kill -9, OOM) is finalized now, not in an hour.
+            cur = await conn.execute(sql.RUNNING_ON_HOST, {"host": socket.gethostname()})
+            for other_id, pid in await cur.fetchall():
+                if pid and pid != os.getpid() and not psutil.pid_exists(pid):
+                    await conn.execute(sql.ABANDON_RUN, {"run_id": other_id,
+                                                         "error": f"abandoned: process {pid} died without finalizing the run"})
+                    abandoned.append(other_id)
             await conn.execute(sql.INSERT_RUN, {
                 "run_id": run_id, "window_start": parse_iso(window.get("start")), "window_end": parse_iso(window.get("end")),
                 "options": _j(options), "git_sha": git_sha, "environment": environment,

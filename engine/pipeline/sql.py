@@ -24,6 +24,14 @@ UPDATE processing_runs
 RETURNING run_id
 """
 
+RUNNING_ON_HOST = "SELECT run_id, pid FROM processing_runs WHERE status = 'running' AND host = %(host)s"
+
+ABANDON_RUN = """
+UPDATE processing_runs
+   SET status = 'failed', finished_at = now(), error = %(error)s
+ WHERE run_id = %(run_id)s AND status = 'running'
+"""
+
 INSERT_REPLAY_RUN = """
 INSERT INTO processing_runs (run_id, status, finished_at, git_sha, environment, host, pid, error)
 VALUES (%(run_id)s, 'replayed', now(), %(git_sha)s, %(environment)s, %(host)s, %(pid)s,

@@ -321,3 +321,24 @@ async def test_invalid_markets_are_failures_never_stored(make_settings, pg_url, 
     fails = rows(pg_url, "SELECT market_id, stage, retriable FROM processing_failures ORDER BY id")
     assert fails == [(None, "ingest", False), ("401", "normalize", True)]
     assert not rows(pg_url, "SELECT 1 FROM processed_markets WHERE market_id IN ('None', '')")
+
+
+async def test_transient_postgres_drop_is_retried_not_fatal(make_settings, pg_url, pg_server):
+    import psycopg
+
+    dbname = pg_url.split("?")[0].rsplit("/", 1)[1]
+    dropped = {"n": 0}
+
+    def drop_connections(event, control):
+        # Kill every server connection of this database mid-run, as a failover or restart would.
+        if isinstance(event, Progress) and event.step == "events" and event.done == 1 and not dropped["n"]:
+            with psycopg.connect(pg_server, autocommit=True) as conn:
+                dropped["n"] = len(conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (dbname,)).fetchall())
+
+    run = await run_pipeline(make_settings(), opts(suites=["baseline", "openai"], event_batch_size=1), on_event=drop_connections)
+    assert dropped["n"] >= 1
+    assert run.summary["status"] == "completed", run.summary["failures"]
+    assert count(pg_url, "experiment_results") == 6
+    assert rows(pg_url, "SELECT status FROM processing_runs") == [("completed",)]
