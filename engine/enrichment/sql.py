@@ -347,7 +347,7 @@ WHERE (realized_pnl_usd IS NULL OR is_resolved = 0)
 
 # Order-free checksum of Step D's output (tests compare runs with it).
 PNL_CHECKSUM = """
-SELECT count(), sumWithOverflow(cityHash64(trade_id, toString(realized_pnl_usd), is_resolved))
+SELECT count(), sumWithOverflow(cityHash64(trade_id, ifNull(toString(realized_pnl_usd), 'NULL'), is_resolved))
 FROM $db.trades_raw
 """
 

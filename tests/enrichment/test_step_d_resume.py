@@ -1,0 +1,135 @@
+"""Step D stops at batch boundaries and resumes from its cursor to the identical table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.enrichment.checkpoint import state_path
+from engine.enrichment.demo import generate_demo
+from engine.enrichment.job import EnrichmentJob
+from engine.enrichment.stepd import pnl_checksum
+from engine.errors import ExitCode
+from engine.events import CheckpointSaved, JobState, Progress
+from tests.enrichment.conftest import run_enrichment
+
+
+def _reset_pnl(ch) -> None:
+    ch.command("ALTER TABLE $db.trades_raw UPDATE realized_pnl_usd = NULL, is_resolved = 0 WHERE 1", settings={"mutations_sync": 2})
+
+
+def _stop_after(batches: int):
+    def on_event(event, control) -> None:
+        if isinstance(event, CheckpointSaved) and event.where == "local" and event.batch_idx >= batches:
+            control.stop("test stop")
+    return on_event
+
+
+def _uninterrupted(settings, ch) -> tuple[int, int]:
+    outcome, _ = run_enrichment(EnrichmentJob(["D"], batch_size=23, remote_checkpoints=False, run_gates=False), settings, ch)
+    assert outcome.state is JobState.DONE, outcome.error
+    return pnl_checksum(ch)
+
+
+@pytest.mark.parametrize("resume_batch_size", [23, 7, 500])
+def test_stop_then_resume_gives_the_identical_table(settings, ch, resume_batch_size) -> None:
+    generate_demo(ch, "small", seed=3)
+    reference = _uninterrupted(settings, ch)
+    _reset_pnl(ch)
+    assert pnl_checksum(ch) != reference
+
+    first = EnrichmentJob(["D"], batch_size=23, remote_checkpoints=False, run_gates=False)
+    outcome, rec = run_enrichment(first, settings, ch, on_event=_stop_after(3))
+    assert outcome.state is JobState.STOPPED and outcome.exit_code == ExitCode.OK
+    state = json.loads(state_path(settings.runtime).read_text())
+    assert state["status"] == "running" and state["batch_idx"] == 3 and state["pairs_done"] == 3 * 23
+    assert state["cursor"]["wallet_address"] and state["fingerprint"].startswith("sha256:")
+    # what the checkpoint says is done, is done; nothing after the cursor was touched
+    done_rows = ch.scalar(
+        "SELECT count() FROM $db.trades_raw WHERE (wallet_address, condition_id) <= ({w:String}, {c:String}) AND is_resolved = 1",
+        {"w": state["cursor"]["wallet_address"], "c": state["cursor"]["condition_id"]},
+    )
+    after_rows = ch.scalar(
+        "SELECT count() FROM $db.trades_raw WHERE (wallet_address, condition_id) > ({w:String}, {c:String}) AND is_resolved = 1",
+        {"w": state["cursor"]["wallet_address"], "c": state["cursor"]["condition_id"]},
+    )
+    assert done_rows > 0 and after_rows == 0
+
+    second = EnrichmentJob(["D"], resume=True, batch_size=resume_batch_size, remote_checkpoints=False, run_gates=False)
+    outcome, rec = run_enrichment(second, settings, ch)
+    assert outcome.state is JobState.DONE, outcome.error
+    first_progress = [e for e in rec.of(Progress) if e.step == "D" and e.total][0]
+    assert first_progress.done == 3 * 23  # continued after the cursor, not from zero
+    assert second.results["D"]["pairs_done"] == second.results["D"]["pairs_total"]
+    assert pnl_checksum(ch) == reference
+    final = json.loads(state_path(settings.runtime).read_text())
+    assert final["status"] == "done" and final["batch_size"] == resume_batch_size
+    assert final["batch_idx"] > 3  # batch_idx keeps counting across resumes
+
+
+def test_resume_refuses_when_inputs_changed(settings, ch) -> None:
+    generate_demo(ch, "small", seed=3)
+    outcome, _ = run_enrichment(EnrichmentJob(["D"], batch_size=20, remote_checkpoints=False, run_gates=False),
+                                settings, ch, on_event=_stop_after(2))
+    assert outcome.state is JobState.STOPPED
+    before = state_path(settings.runtime).read_text()
+    ch.command("ALTER TABLE $db.trades_raw UPDATE fee_usd = fee_usd + 1 WHERE trade_id = (SELECT min(trade_id) FROM $db.trades_raw)",
+               settings={"mutations_sync": 2})
+    outcome, _ = run_enrichment(EnrichmentJob(["D"], resume=True, batch_size=20, remote_checkpoints=False, run_gates=False), settings, ch)
+    assert outcome.state is JobState.FAILED and outcome.exit_code == ExitCode.BAD_INPUT
+    assert "inputs changed" in outcome.error and "without --resume" in outcome.error
+    assert state_path(settings.runtime).read_text() == before  # nothing written
+
+
+def test_hand_written_runbook_checkpoint_loads(settings, ch) -> None:
+    """The runbook's recovery file has only batch_idx/pairs_done: the stable order gives the cursor."""
+    generate_demo(ch, "small", seed=3)
+    reference = _uninterrupted(settings, ch)
+    _reset_pnl(ch)
+    # pairs 0..59 really were done by an earlier run (batch size 30, 2 batches)
+    outcome, _ = run_enrichment(EnrichmentJob(["D"], batch_size=30, remote_checkpoints=False, run_gates=False),
+                                settings, ch, on_event=_stop_after(2))
+    assert outcome.state is JobState.STOPPED
+    state_path(settings.runtime).write_text(json.dumps({
+        "job": "enrichment", "step": "D", "batch_idx": 2, "pairs_done": 60, "last_mutations": 0,
+        "updated_at": "2025-10-28T12:00:00.000Z",
+    }))
+    outcome, rec = run_enrichment(EnrichmentJob(["D"], resume=True, batch_size=30, remote_checkpoints=False, run_gates=False), settings, ch)
+    assert outcome.state is JobState.DONE, outcome.error
+    assert any("no input fingerprint" in m for m in rec.messages("WARNING"))
+    assert any("checkpoint has no cursor" in m for m in rec.messages())
+    assert [e for e in rec.of(Progress) if e.step == "D" and e.total][0].done == 60
+    assert pnl_checksum(ch) == reference
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "is not valid JSON"),
+    ('{"job": "enrichment", "step": "D", "batch_idx": 1, "pairs_done": -5}', "pairs_done"),
+    ('{"job": "enrichment", "step": "D", "batch_idx": 1, "pairs_done": 999999}', "only"),
+])
+def test_bad_checkpoint_files_are_refused_clearly(settings, ch, content, message) -> None:
+    generate_demo(ch, "small", seed=3)
+    settings.runtime.mkdir(parents=True, exist_ok=True)
+    state_path(settings.runtime).write_text(content)
+    outcome, _ = run_enrichment(EnrichmentJob(["D"], resume=True, remote_checkpoints=False, run_gates=False), settings, ch)
+    assert outcome.state is JobState.FAILED and outcome.exit_code == ExitCode.BAD_INPUT
+    assert message in outcome.error
+    assert "Traceback" not in outcome.error
+
+
+def test_live_batch_size_change_applies_at_the_next_batch(settings, ch) -> None:
+    generate_demo(ch, "small", seed=3)
+    reference = _uninterrupted(settings, ch)
+    _reset_pnl(ch)
+
+    def on_event(event, control) -> None:
+        if isinstance(event, CheckpointSaved) and event.where == "local" and event.batch_idx == 2:
+            control.update_live({"batch_size": 50})
+
+    job = EnrichmentJob(["D"], batch_size=10, remote_checkpoints=False, run_gates=False)
+    outcome, rec = run_enrichment(job, settings, ch, on_event=on_event)
+    assert outcome.state is JobState.DONE
+    done = [e.pairs_done for e in rec.of(CheckpointSaved) if e.where == "local"]
+    assert done[:3] == [10, 20, 70]
+    assert pnl_checksum(ch) == reference
