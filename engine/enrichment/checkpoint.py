@@ -150,8 +150,11 @@ class RemoteCheckpoints:
         self.pg = pg
         return pg
 
-    async def save(self, cp: StepDCheckpoint) -> str | None:
-        """None when mirrored; otherwise the (redacted) reason it was not."""
+    async def save(self, cp: StepDCheckpoint, *, final: bool = False) -> str | None:
+        """None when mirrored; otherwise the (redacted) reason it was not. `final` skips the
+        reconnect back-off: the last checkpoint of a run deserves one more real attempt."""
+        if final:
+            self._next_connect = 0.0
         doc = cp.document()
         params = {
             "job": JOB_NAME, "step": "D", "batch_idx": cp.batch_idx, "pairs_done": cp.pairs_done,

@@ -249,7 +249,10 @@ async def run_step_d(
             write_strategy=strategy, status=status,  # type: ignore[arg-type]
         )
 
-    async def save(state: StepDCheckpoint) -> None:
+    last_saved: list[StepDCheckpoint] = []
+
+    async def save(state: StepDCheckpoint, final: bool = False) -> None:
+        last_saved[:] = [state]
         # Local first and always: the remote mirror can never hold it back.
         await anyio.to_thread.run_sync(save_local, runtime, state)
         cur = state.cursor.model_dump() if state.cursor else {}
@@ -257,7 +260,7 @@ async def run_step_d(
         if remote is None:
             return
         failures_before = remote.failures
-        error = await remote.save(state)
+        error = await remote.save(state, final=final)
         if error is None:
             ctx.emit(CheckpointSaved(job=ctx.name, step="D", where="remote", cursor=cur, pairs_done=state.pairs_done, batch_idx=state.batch_idx))
             if failures_before:
@@ -267,6 +270,9 @@ async def run_step_d(
                     f"retrying at the next checkpoint ({remote.failures} consecutive failure(s))", level="WARNING", step="D")
             if remote.failures == 1:
                 ctx.failure("remote checkpoint", error, retriable=True, step="D")
+        if error is not None and final:
+            ctx.log(f"the remote checkpoint in Postgres is behind the local one (pairs_done={state.pairs_done:,} "
+                    f"locally): {error}", level="WARNING", step="D")
 
     def report() -> None:
         size = ctx.control.live.batch_size
@@ -280,6 +286,8 @@ async def run_step_d(
     report()
     while True:
         if not await ctx.control.boundary():
+            if remote is not None and remote.failures and last_saved:
+                await save(last_saved[-1], final=True)  # one more try so the mirror is current
             ctx.log(f"stopped at a batch boundary after pair {pairs_done:,} of {total:,}; checkpoint saved — "
                     "continue with `opsconsole enrich --step D --resume`", step="D")
             return StepDResult("stopped", pairs_done, total, batches_run, rows_written, time.monotonic() - started, strategy)
@@ -308,7 +316,7 @@ async def run_step_d(
 
     # Complete only when every mutation has landed (classic mutations run asynchronously on a server).
     last_mutations = await wait_mutations(ctx, ch, mutation_timeout_s)
-    await save(checkpoint("done"))
+    await save(checkpoint("done"), final=True)
     report()
     elapsed = time.monotonic() - started
     ctx.log(f"Step D done: {pairs_done:,} pairs, {rows_written:,} rows in {batches_run} batches, {elapsed:.1f}s", step="D")
