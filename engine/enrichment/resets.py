@@ -32,7 +32,7 @@ import anyio
 from engine.enrichment.mutations import wait_for_mutations
 from engine.enrichment.schema import ensure_schema
 from engine.errors import BadInput, OpsError, StoreUnavailable
-from engine.files import atomic_write_json, ensure_private_dir
+from engine.files import atomic_write_bytes, atomic_write_json, ensure_private_dir
 from engine.redact import redact
 from engine.runner import job_lock
 from engine.settings import Settings
@@ -187,7 +187,7 @@ def backup(ch: ClickHouse, settings: Settings, plan: ResetPlan, market_id: str |
     outcomes = _backup_table(ch, BACKUP_OUTCOMES, ("wallet_address", "condition_id"),
                              directory / "wallet_resolution_outcomes.csv", market_id)
     if plan.local_checkpoint is not None and market_id is None:
-        (directory / plan.local_checkpoint.name).write_bytes(plan.local_checkpoint.read_bytes())
+        atomic_write_bytes(directory / plan.local_checkpoint.name, plan.local_checkpoint.read_bytes())
     if trades != plan.resolved_trades or outcomes != plan.outcome_rows:
         raise OpsError(
             f"backup incomplete: wrote {trades} trade(s) and {outcomes} outcome row(s), expected "
