@@ -9,7 +9,6 @@ from datetime import date
 from pathlib import Path
 
 from console.commands import add_job_args, run_job_command, settings_from
-from engine.errors import BadInput
 
 WINDOW_HELP = (
     "close-date window (UTC), sent to Gamma as end_date_min/end_date_max: --window-days N takes markets whose "

@@ -342,3 +342,39 @@ async def test_transient_postgres_drop_is_retried_not_fatal(make_settings, pg_ur
     assert run.summary["status"] == "completed", run.summary["failures"]
     assert count(pg_url, "experiment_results") == 6
     assert rows(pg_url, "SELECT status FROM processing_runs") == [("completed",)]
+
+
+async def test_event_window_slides_instead_of_waiting_for_the_slowest(make_settings, pg_url, gamma, openai_app):
+    from tests.pipeline.fakes import gamma_market
+
+    gamma.markets = [gamma_market(str(i), f"Q{i}?", (f"E{i}", f"Event {i}")) for i in range(1, 6)]
+    release, third_started = threading.Event(), threading.Event()
+    original = openai_app.mode_for
+    seen_in_flight: list[int] = []
+
+    def slow_first(kind, markets):
+        ids = {m["market_id"] for m in markets}
+        if kind == "research" and "3" in ids:
+            third_started.set()
+        if kind == "research" and "1" in ids:
+            # E1 is slow: with a window of 2, E2 finishes and E3 must start while E1 is still running.
+            if third_started.wait(10):
+                release.set()
+        return original(kind, markets)
+
+    openai_app.mode_for = slow_first
+
+    def watch(event, control):
+        if isinstance(event, Progress) and event.step == "events":
+            seen_in_flight.append(event.detail["in_flight"])
+
+    run = await run_pipeline(make_settings(), opts(suites=["openai"], event_batch_size=2), on_event=watch)
+    assert release.is_set(), "E3 never started while E1 was in flight: events ran in lockstep batches"
+    assert run.summary["status"] == "completed"
+    assert max(seen_in_flight) <= 2  # never more than --event-batch-size in flight
+    assert rows(pg_url, "SELECT options->>'event_batch_size' FROM processing_runs") == [("2",)]
+
+
+async def test_event_window_defaults_to_four(make_settings, pg_url):
+    await run_pipeline(make_settings(), opts(suites=["baseline"]))
+    assert rows(pg_url, "SELECT options->>'event_batch_size' FROM processing_runs") == [("4",)]
