@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _print_report(r: LoadReport) -> None:
     print(f"{r.kind} from {r.path} ({r.format}): {r.records} record(s), {r.valid} valid, "
           f"inserted {r.inserted}, unchanged {r.unchanged}, invalid {r.invalid_count}")
+    if r.conflicts:
+        print(f"warning: {r.conflicts} trade_id(s) were already loaded with DIFFERENT values and were kept as "
+              "they are (fills are immutable); to replace them, remove those trades first")
     if r.invalid:
         verb = "rejected" if r.kind == "resolutions" else "skipped"
         print(f"{verb} {r.invalid_count} record(s):")
@@ -55,6 +58,8 @@ def run_load(args: argparse.Namespace) -> int:
         report = load_file(ch, args.kind, args.file, fmt=args.format, skip_invalid=args.skip_invalid, progress=progress)
     finally:
         ch.close()
+        if sys.stderr.isatty():
+            print(file=sys.stderr)  # end the progress line
     if args.json:
         print(redact(json.dumps(report.as_dict(), indent=2)))
     else:

@@ -109,6 +109,7 @@ class LoadReport:
     valid: int = 0
     inserted: int = 0
     unchanged: int = 0  # already present (trades) or identical to the current version (dims)
+    conflicts: int = 0  # trades: ids already present with DIFFERENT values (kept as they were)
     invalid: list[RowError] = field(default_factory=list)
     skipped_invalid: bool = False
 
@@ -120,7 +121,7 @@ class LoadReport:
         return {
             "kind": self.kind, "path": self.path, "format": self.format, "records": self.records,
             "valid": self.valid, "inserted": self.inserted, "unchanged": self.unchanged,
-            "invalid": self.invalid_count,
+            "invalid": self.invalid_count, "conflicts": self.conflicts,
             "invalid_rows": [{"where": e.where, "reason": e.reason, "key": e.key} for e in self.invalid[:1000]],
         }
 
@@ -555,6 +556,19 @@ class Staging:
     def count(self) -> int:
         return int(self.ch.scalar(f"SELECT count() FROM $db.{ident(self.name)}") or 0)
 
+    def conflicts(self) -> int:
+        """Trades only: staged ids already in the table with different values. Fills are immutable,
+        so they are not overwritten — but the operator must hear about it."""
+        cols = ", ".join(c for c in self.spec.stage_columns if c != "canonical_category")
+        stage = f"$db.{ident(self.name)}"
+        target = f"$db.{self.spec.table}"
+        content = f"cityHash64(toString(tuple({cols})))"
+        return int(self.ch.scalar(
+            f"SELECT count() FROM {stage} WHERE trade_id IN (SELECT trade_id FROM {target}) "
+            f"AND (trade_id, {content}) NOT IN (SELECT trade_id, {content} FROM {target} "
+            f"WHERE trade_id IN (SELECT trade_id FROM {stage}))"
+        ) or 0)
+
     def move_new(self) -> int:
         """One INSERT … SELECT of the staged rows that are new (trades) or new/changed (dims)."""
         cols = ", ".join(self.spec.stage_columns)
@@ -664,6 +678,8 @@ def load_file(
                     f"{list_errors(report.invalid)}"
                 )
         report.skipped_invalid = bool(report.invalid)
+        if kind == "trades":
+            report.conflicts = staging.conflicts()
         report.inserted = staging.move_new()
         report.unchanged = report.valid - report.inserted
     return report

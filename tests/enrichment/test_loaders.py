@@ -36,6 +36,11 @@ def test_trades_csv_loads_and_reload_does_not_duplicate(ch, tmp_path: Path) -> N
                    "FROM $db.trades_raw WHERE trade_id = 't1'").rows[0]
     assert row[:6] == (Decimal("0.4"), Decimal("10"), Decimal("4"), "BUY", None, 0)
     assert row[6] == "2025-01-02 12:00:00"
+    changed = good_trades()
+    changed[0]["fee_usd"] = "0.5"  # same id, different values: reported, not overwritten
+    report = load_file(ch, "trades", write_csv(tmp_path / "t2.csv", changed, TRADE_FIELDS))
+    assert (report.inserted, report.conflicts) == (0, 1)
+    assert ch.scalar("SELECT fee_usd FROM $db.trades_raw WHERE trade_id = 't1'") == 0
 
 
 def test_bad_trades_file_is_refused_whole_with_line_numbers(ch, tmp_path: Path) -> None:
