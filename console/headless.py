@@ -15,7 +15,7 @@ import anyio
 from engine.bus import EventBus, Subscription
 from engine.control import Control
 from engine.errors import OpsError
-from engine.events import Event, LogLine, Progress, StateChanged
+from engine.events import CheckpointSaved, Event, LogLine, Progress, StateChanged
 from engine.redact import redact
 from engine.runner import Job, JobOutcome, format_event, run_job
 from engine.settings import Settings
@@ -41,14 +41,22 @@ class PlainRenderer:
         self.progress_every = progress_every
         self._last_progress: dict[tuple[str, str], float] = {}
 
+    def _throttled(self, key: tuple[str, ...], final: bool, every: float) -> bool:
+        now = time.monotonic()
+        if not final and now - self._last_progress.get(key, 0.0) < every:
+            return True
+        self._last_progress[key] = now
+        return False
+
     def handle(self, event: Event) -> None:
         if isinstance(event, Progress):
-            key = (event.job, event.step)
-            now = time.monotonic()
             finished = event.total is not None and event.done >= event.total
-            if not finished and now - self._last_progress.get(key, 0.0) < self.progress_every:
+            if self._throttled(("progress", event.job, event.step), finished, self.progress_every):
                 return
-            self._last_progress[key] = now
+        elif isinstance(event, CheckpointSaved):
+            # One line per batch and store would drown the screen; the log file keeps every one.
+            if self._throttled(("checkpoint", event.job, event.step, event.where), False, self.progress_every):
+                return
         line = format_event(event)
         if line is not None:
             self.stream.write(redact(line) + "\n")

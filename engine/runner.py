@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -95,7 +96,7 @@ def format_event(event: Event) -> str | None:
         total = f"/{event.total}" if event.total is not None else ""
         return f"{ts} PROGRESS {event.job}:{event.step} {event.done}{total} {event.unit}"
     if isinstance(event, Summary):
-        return f"{ts} SUMMARY {event.job} {event.data}"
+        return f"{ts} SUMMARY {event.job} {json.dumps(event.data, default=str, sort_keys=True)}"
     return None
 
 
