@@ -1,0 +1,74 @@
+"""Step D failures stop the run with the checkpoint where the work really is."""
+
+from __future__ import annotations
+
+import json
+
+from engine.enrichment.checkpoint import state_path
+from engine.enrichment.demo import generate_demo
+from engine.enrichment.job import EnrichmentJob
+from engine.enrichment.stepd import pnl_checksum
+from engine.errors import ExitCode
+from engine.events import CheckpointSaved, Failure, JobState, MutationStatus
+from tests.enrichment.conftest import run_enrichment
+
+
+def test_a_failing_batch_fails_the_run_without_advancing_the_checkpoint(settings, ch) -> None:
+    generate_demo(ch, "small", seed=8)
+    outcome, _ = run_enrichment(EnrichmentJob(["D"], batch_size=25, remote_checkpoints=False, run_gates=False), settings, ch)
+    reference = pnl_checksum(ch)
+    ch.command("ALTER TABLE $db.trades_raw UPDATE realized_pnl_usd = NULL, is_resolved = 0 WHERE 1", settings={"mutations_sync": 2})
+
+    def break_after_two(event, control) -> None:
+        if isinstance(event, CheckpointSaved) and event.batch_idx == 2:
+            ch.command("DROP TABLE $db.step_d_payouts")  # the next batch's UPDATE cannot run
+
+    outcome, rec = run_enrichment(EnrichmentJob(["D"], batch_size=25, remote_checkpoints=False, run_gates=False),
+                                  settings, ch, on_event=break_after_two)
+    assert outcome.state is JobState.FAILED and outcome.exit_code == ExitCode.FAILED
+    assert "batch 3 failed; the checkpoint still points after pair 50" in outcome.error
+    failures = [f for f in rec.of(Failure) if f.step == "D"]
+    assert failures and failures[0].where.startswith("batch 3")
+    state = json.loads(state_path(settings.runtime).read_text())
+    assert state["batch_idx"] == 2 and state["pairs_done"] == 50 and state["status"] == "running"
+
+    outcome, _ = run_enrichment(EnrichmentJob(["D"], resume=True, batch_size=25, remote_checkpoints=False, run_gates=False), settings, ch)
+    assert outcome.state is JobState.DONE, outcome.error
+    assert pnl_checksum(ch) == reference
+
+
+def test_mutation_wait_stops_on_a_failing_mutation_with_its_reason(settings, ch) -> None:
+    generate_demo(ch, "small", seed=8)
+    ch.command("ALTER TABLE $db.trades_raw UPDATE shares = shares * throwIf(1, 'disk quota exceeded') WHERE 1",
+               settings={"mutations_sync": 0})
+    try:
+        job = EnrichmentJob(["D"], batch_size=30, mutation_wait_every=2, mutation_timeout_s=120,
+                            remote_checkpoints=False, run_gates=False)
+        outcome, rec = run_enrichment(job, settings, ch)
+    finally:
+        ch.command("KILL MUTATION WHERE database = {db:String} SYNC", {"db": ch.database})
+    assert outcome.state is JobState.FAILED
+    assert "disk quota exceeded" in outcome.error and "failed" in outcome.error
+    statuses = rec.of(MutationStatus)
+    assert statuses and statuses[-1].pending == 1 and statuses[-1].details[0].latest_fail_reason
+    # it stopped at the first wait (after batch 2), with batches 1–2 checkpointed
+    assert json.loads(state_path(settings.runtime).read_text())["batch_idx"] <= 2
+
+
+def test_mutation_wait_times_out_with_a_clear_message(settings, ch) -> None:
+    """Pending but not (yet) failing: the wait is bounded."""
+    from engine.enrichment import pending
+
+    generate_demo(ch, "small", seed=8)
+    ch.command("SYSTEM STOP MERGES $db.trades_raw")
+    ch.command("ALTER TABLE $db.trades_raw UPDATE fee_usd = fee_usd WHERE 1", settings={"mutations_sync": 0})
+    try:
+        assert len(pending.pending(ch)) == 1
+        job = EnrichmentJob(["D"], batch_size=500, mutation_wait_every=1, mutation_timeout_s=1.5,
+                            remote_checkpoints=False, run_gates=False)
+        outcome, _ = run_enrichment(job, settings, ch)
+    finally:
+        ch.command("SYSTEM START MERGES $db.trades_raw")
+        ch.command("KILL MUTATION WHERE database = {db:String} SYNC", {"db": ch.database})
+    assert outcome.state is JobState.FAILED
+    assert "still pending after 1.5s" in outcome.error
