@@ -172,6 +172,7 @@ def _json_each_row(columns: list[str], rows: list[Any]) -> bytes:
 # --- chDB --------------------------------------------------------------------------------------
 _chdb_guard = threading.Lock()
 _chdb_open: dict[str, Any] = {}  # path -> (session, lock); chDB allows one data path per process
+_chdb_statement_lock = threading.Lock()  # one path per process, so one lock serves it
 
 
 def _settings_prefix(settings: dict[str, Any]) -> str:
@@ -266,8 +267,12 @@ class ChdbClickHouse(ClickHouse):
             _chdb_open.clear()
 
     def _run(self, sql: str, params: dict[str, Any], fmt: str) -> Any:
+        # One statement at a time per session: chDB keeps bound parameters on the connection, so
+        # two threads querying at once (a gate refresh during a Step D batch) mix them up
+        # ("Substitution `x` is not set").
         try:
-            return self._session.query(sql, fmt, params={k: _chdb_param(v) for k, v in params.items()} or None)
+            with _chdb_statement_lock:
+                return self._session.query(sql, fmt, params={k: _chdb_param(v) for k, v in params.items()} or None)
         except Exception as exc:
             text = str(exc)
             m = _CODE.search(text)

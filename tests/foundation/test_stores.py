@@ -201,3 +201,19 @@ def test_wrong_server_password_is_a_clear_error(settings: Settings, clickhouse_h
         open_clickhouse(bad)
     assert "cannot connect to ClickHouse server" in str(err.value)
     assert "Wrong-Password-123" not in str(err.value)
+
+
+def test_concurrent_parameterised_queries_do_not_mix_parameters(ch_backend: ClickHouse) -> None:
+    """A gate refresh running while a Step D batch runs: each statement keeps its own parameters."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ch = ch_backend
+
+    def one(i: int) -> tuple[int, str]:
+        sql = "SELECT {a:UInt32}, {b:String}" if i % 2 else "SELECT {c:UInt32}, {d:String}"
+        params = {"a": i, "b": f"s{i}"} if i % 2 else {"c": i, "d": f"s{i}"}
+        return ch.query(sql, params).rows[0]  # type: ignore[return-value]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(one, range(200)))
+    assert results == [(i, f"s{i}") for i in range(200)]

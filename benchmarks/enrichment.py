@@ -1,0 +1,156 @@
+"""Enrichment measurements, one per subprocess (isolated chDB path and peak memory).
+
+    python -m benchmarks.enrichment TASK --runtime DIR [options]   # prints one JSON line
+
+Tasks: prepare (demo data), limits (one-statement P&L and Step E), stepd (a Step D run, optionally
+stopped after N batches), stepe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from engine.bus import EventBus
+from engine.control import Control
+from engine.enrichment import sql
+from engine.enrichment.bench import one_statement_seconds
+from engine.enrichment.checkpoint import state_path
+from engine.enrichment.demo import generate_demo
+from engine.enrichment.job import EnrichmentJob
+from engine.enrichment.stepd import freeze_payouts
+from engine.events import CheckpointSaved
+from engine.runner import run_job
+from engine.settings import Settings, load_settings
+from engine.stores.clickhouse import ClickHouse, open_clickhouse
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def prepare(ch: ClickHouse, args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    started = time.monotonic()
+    report = generate_demo(ch, args.scale, args.seed)
+    return {"seconds": time.monotonic() - started, "trades": report.trades, "pairs": report.pairs,
+            "wallets": report.wallets, "markets": report.markets}
+
+
+def limits(ch: ClickHouse, args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    freeze_payouts(ch)
+    pnl = min(one_statement_seconds(ch) for _ in range(3))
+    # Step E's own limit: the one INSERT … SELECT that computes every outcome row.
+    times = []
+    for _ in range(3):
+        ch.command(sql.OUTCOMES_DROP_BUILD)
+        ch.command(sql.OUTCOMES_CREATE_BUILD)
+        t = time.monotonic()
+        ch.command(sql.OUTCOMES_FILL)
+        times.append(time.monotonic() - t)
+    ch.command(sql.OUTCOMES_DROP_BUILD)
+    return {"pnl_one_statement_s": pnl, "stepe_one_statement_s": min(times)}
+
+
+class MutationWatch(threading.Thread):
+    """Samples pending mutations on trades_raw while Step D runs (peak, and how many were submitted)."""
+
+    def __init__(self, ch: ClickHouse) -> None:
+        super().__init__(daemon=True)
+        self.ch = ch
+        self.peak = 0
+        self.stop_flag = threading.Event()
+
+    def count(self, pending_only: bool) -> int:
+        where = " AND is_done = 0" if pending_only else ""
+        return int(self.ch.scalar(
+            "SELECT count() FROM system.mutations WHERE database = {d:String} AND table = 'trades_raw'" + where,
+            {"d": self.ch.database},
+        ))
+
+    def run(self) -> None:
+        while not self.stop_flag.wait(0.2):
+            self.peak = max(self.peak, self.count(True))
+
+
+def reset_pnl(ch: ClickHouse, settings: Settings) -> None:
+    ch.command("ALTER TABLE $db.trades_raw UPDATE realized_pnl_usd = NULL, is_resolved = 0 WHERE 1",
+               settings={"mutations_sync": 2})
+    state_path(settings.runtime).unlink(missing_ok=True)
+
+
+def stepd(ch: ClickHouse, args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    if not args.resume:
+        reset_pnl(ch, settings)
+    watch = MutationWatch(ch)
+    submitted_before = watch.count(False)
+    job = EnrichmentJob(["D"], resume=args.resume, batch_size=args.batch_size,
+                        write_strategy=args.strategy, run_gates=False)
+
+    async def go() -> Any:
+        bus = EventBus()
+        control = Control(job.name, bus, job.live_settings())
+        sub = bus.subscribe()
+
+        async def stop_after_batches() -> None:
+            seen = 0
+            async for event in sub:
+                if isinstance(event, CheckpointSaved) and event.where == "local":
+                    seen += 1
+                    if args.max_batches and seen >= args.max_batches:
+                        control.stop("benchmark batch limit")
+                        return
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_after_batches)
+            outcome = await run_job(job, settings, bus, control, handle_signals=False, resources={"ch": ch})
+            tg.cancel_scope.cancel()
+        return outcome
+
+    watch.start()
+    outcome = anyio.run(go)
+    watch.stop_flag.set()
+    watch.join()
+    d = job.results.get("D", {})
+    return {
+        "state": outcome.state.value, "seconds": d.get("seconds"), "batches": d.get("batches"),
+        "pairs_done": d.get("pairs_done"), "pairs_total": d.get("pairs_total"), "rows": d.get("rows_written"),
+        "strategy": d.get("write_strategy"), "mutations_submitted": watch.count(False) - submitted_before,
+        "peak_pending_mutations": watch.peak, "peak_rss_mib": _peak_rss_mib(),
+    }
+
+
+def stepe(ch: ClickHouse, args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    job = EnrichmentJob(["E"], force=True, run_gates=False)
+    outcome = anyio.run(lambda: run_job(job, settings, EventBus(), handle_signals=False, resources={"ch": ch}))
+    return {"state": outcome.state.value, "seconds": job.results.get("E", {}).get("seconds")}
+
+
+TASKS = {"prepare": prepare, "limits": limits, "stepd": stepd, "stepe": stepe}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("task", choices=sorted(TASKS))
+    ap.add_argument("--runtime", required=True, type=Path)
+    ap.add_argument("--scale", default="seed")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--batch-size", type=int, default=300)
+    ap.add_argument("--strategy", default="lightweight")
+    ap.add_argument("--max-batches", type=int, default=0)
+    ap.add_argument("--resume", action="store_true")
+    args = ap.parse_args()
+    settings = load_settings(runtime_dir=args.runtime)
+    ch = open_clickhouse(settings)
+    result = TASKS[args.task](ch, args, settings)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
