@@ -4,7 +4,7 @@ is not installed is simply shown as unavailable."""
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +22,7 @@ from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
 from console.tui.actions import LAUNCHER_ACTIONS, bindings
-from console.tui.modals import HelpScreen
+from console.tui.modals import ConfirmScreen, HelpScreen
 from console.tui.model import JobView
 from console.tui.widgets import GatesPanel, clock_text, short_json
 from engine.events import GateResult
@@ -44,9 +44,11 @@ def _selftest(settings: Settings) -> Any:
 
 
 def _demo(settings: Settings) -> Any:
-    # The demo command owns what "the demo" is; it exposes a job factory for the console.
-    demo = importlib.import_module("console.commands.demo")
-    return demo.demo_job(settings)
+    # Same job as `opsconsole demo --scale small`: fresh demo data, Steps A–E, then the gates.
+    from engine.enrichment.job import DemoRequest, EnrichmentJob
+
+    return EnrichmentJob("all", demo=DemoRequest("small", 7), run_gates=True, batch_size=settings.batch_size,
+                         mutation_wait_every=settings.mutation_wait_every, write_strategy=settings.write_strategy)
 
 
 def _enrichment(steps: list[str], resume: bool) -> Callable[[Settings], Any]:
@@ -61,7 +63,8 @@ def _enrichment(steps: list[str], resume: bool) -> Callable[[Settings], Any]:
 def _pipeline_dry_run(settings: Settings) -> Any:
     from engine.pipeline.job import PipelineJob, PipelineOptions
 
-    return PipelineJob(PipelineOptions(dry_run=True, limit=5))
+    # The summary file is what the launcher shows as "last pipeline summary".
+    return PipelineJob(PipelineOptions(dry_run=True, limit=5, summary_path=settings.runtime / "pipeline-summary.json"))
 
 
 @dataclass(frozen=True)
@@ -71,11 +74,12 @@ class Entry:
     help: str
     needs: str  # module that must be importable
     factory: Callable[[Settings], Any] | None  # None: not a job (handled by the screen)
+    destructive: bool = False  # asks before it starts
 
 
 ENTRIES: tuple[Entry, ...] = (
-    Entry("demo", "Demo", "generate the small demo data set and run the full enrichment (A–E) on it",
-          "console.commands.demo", _demo),
+    Entry("demo", "Demo", "replace the enrichment tables with the small demo data set, run A–E and the gates",
+          "engine.enrichment.demo", _demo, destructive=True),
     Entry("step-d", "Step D (resume)", "P&L per (wallet, condition), batched and checkpointed; resumes from the "
           "last checkpoint", "engine.enrichment.job", _enrichment(["D"], True)),
     Entry("step-e", "Step E", "resolution accuracy per wallet (needs Step D complete)", "engine.enrichment.job",
@@ -86,6 +90,19 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("selftest", "Selftest", "a small job that exercises pause/resume/stop and checkpoints; no stores",
           "engine.jobs.selftest", _selftest),
 )
+
+
+def summary_text(data: dict[str, Any]) -> str:
+    """The pipeline's own summary format when available (same lines as the CLI prints)."""
+    try:
+        from engine.pipeline.summary import format_summary
+
+        return "\n".join(format_summary(data).splitlines()[:16])
+    except Exception:  # an older or foreign summary file: show its top-level keys
+        lines = []
+        for k, v in data.items():
+            lines.append(f"{k}: {short_json(v, 50) if isinstance(v, (dict, list)) else v}")
+        return "\n".join(lines[:14])
 
 
 def read_info(runtime: Path) -> tuple[str, str]:
@@ -109,12 +126,7 @@ def read_info(runtime: Path) -> tuple[str, str]:
     if candidates:
         try:
             data = json.loads(candidates[0].read_text())
-            lines = [f"[dim]{escape(candidates[0].name)}[/]"]
-            for k, v in data.items():
-                if isinstance(v, (dict, list)):
-                    v = short_json(v, 50)
-                lines.append(f"{escape(str(k))}: [b]{escape(redact(str(v)))}[/]")
-            summary = "\n".join(lines[:14])
+            summary = f"[dim]{escape(candidates[0].name)}[/]\n" + escape(redact(summary_text(data)))
         except (OSError, ValueError) as exc:
             summary = f"[$error]unreadable summary {escape(candidates[0].name)}: {escape(str(exc))}[/]"
     else:
@@ -232,6 +244,17 @@ class LauncherScreen(Screen[None]):
             self.query_one("#gates", GatesPanel).show(self.gates_view, refreshing=True)
             self.fetch_gates()
             return
+        if entry.destructive:
+            def answered(yes: bool | None) -> None:
+                if yes:
+                    self.launch(entry)
+
+            self.app.push_screen(ConfirmScreen(f"Start {entry.title}?", entry.help + ".", yes="Start"), answered)
+            return
+        self.launch(entry)
+
+    def launch(self, entry: Entry) -> None:
+        assert self.settings is not None and entry.factory is not None
         try:
             job = entry.factory(self.settings)
         except Exception as exc:  # a job that cannot be built says why, the launcher stays

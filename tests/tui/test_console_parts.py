@@ -1,0 +1,164 @@
+"""Launcher, help/palette derived from one action table, the log pane's filter, and the panels
+rendering from events alone (attached to a bus, no job)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from textual.command import CommandPalette
+
+from console.tui.actions import JOB_ACTIONS, LAUNCHER_ACTIONS
+from console.tui.app import OpsConsoleApp
+from console.tui.job_screen import JobScreen
+from console.tui.launcher import LauncherScreen
+from console.tui.modals import ConfirmScreen, FilterScreen, HelpScreen
+from console.tui.widgets import LogPane
+from engine.events import JobState, LogLine
+from engine.settings import load_settings
+from tests.tui.scenarios import T0, attached_app, feed, rounds_for
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def light_settings(tmp_path):
+    return load_settings(runtime_dir=tmp_path / "runtime")
+
+
+def test_every_action_has_an_id_a_key_and_a_handler() -> None:
+    for table, screen in ((JOB_ACTIONS, JobScreen), (LAUNCHER_ACTIONS, LauncherScreen)):
+        ids = [a.id for a in table]
+        assert len(ids) == len(set(ids))
+        for a in table:
+            binding = a.binding()
+            assert binding.id == f"opsconsole.{a.id}" and binding.description and a.help
+            assert callable(getattr(screen, f"action_{a.action}", None)), a
+        bound = {b.action for b in screen.BINDINGS}
+        assert bound == {a.action for a in table}
+    assert [a.id for a in JOB_ACTIONS if a.destructive] == ["stop"]
+
+
+async def test_help_screen_and_palette_list_the_same_actions() -> None:
+    app = attached_app("selftest")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        table = app.screen.query_one("#help-table")
+        labels = [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+        assert labels == [a.label + (" (asks first)" if a.destructive else "") for a in JOB_ACTIONS]
+        await pilot.press("escape")
+        assert app.screen is screen
+        titles = [c.title for c in app.get_system_commands(screen)]
+        for a in JOB_ACTIONS:
+            assert f"{a.label} ({a.key_display})" in titles
+        assert "Quit" not in titles  # the palette's quit would skip the confirmation
+        await pilot.press("ctrl+p")
+        assert isinstance(app.screen, CommandPalette)
+        await pilot.press("escape")
+
+
+async def test_palette_command_runs_the_same_action() -> None:
+    app = attached_app("selftest")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        command = next(c for c in app.get_system_commands(screen) if c.title.startswith("Logs"))
+        await command.callback()
+        await pilot.pause()
+        assert screen.query_one("#tabs").active == "logs-tab"
+
+
+async def test_log_filter_by_text_and_level() -> None:
+    app = attached_app("selftest")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        levels = ["DEBUG", "INFO", "WARNING", "ERROR"]
+        for i in range(2000):
+            screen.session.bus.publish(LogLine(job="selftest", ts=T0 + i, level=levels[i % 4], message=f"line {i} wallet-{i % 7}"))
+        await screen.wait_for(lambda v: v.last_ts >= T0 + 1999)
+        screen.flush()
+        pane = screen.query_one("#log-full", LogPane)
+        log = pane.query_one("#log")
+        assert log.line_count == 2000
+
+        await pilot.press("slash")
+        modal = app.screen
+        assert isinstance(modal, FilterScreen)
+        modal.query_one("#filter-text").value = "WALLET-3"
+        modal.query_one("#filter-level").value = 2  # WARNING and up
+        await pilot.press("enter")
+        assert app.screen is screen and screen.query_one("#tabs").active == "logs-tab"
+        shown = list(log.lines)
+        expected = [i for i in range(2000) if i % 7 == 3 and i % 4 >= 2]
+        assert len(shown) == len(expected)
+        assert all("wallet-3" in line and ("WARNING" in line or "ERROR" in line) for line in shown)
+
+        # New lines are filtered on arrival too.
+        screen.session.bus.publish(LogLine(job="selftest", ts=T0 + 3000, level="ERROR", message="boom wallet-3"))
+        screen.session.bus.publish(LogLine(job="selftest", ts=T0 + 3001, level="ERROR", message="boom wallet-4"))
+        await screen.wait_for(lambda v: v.last_ts >= T0 + 3001)
+        screen.flush()
+        assert log.line_count == len(expected) + 1
+
+        # Clearing the filter shows everything again, newest last.
+        await pilot.press("slash")
+        await pilot.click("#clear")
+        assert log.line_count == 2002
+        assert "boom wallet-4" in log.lines[-1]
+
+
+async def test_panels_render_from_events_alone() -> None:
+    app = attached_app("enrichment")
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.screen
+        await feed(screen, screen.session.bus, rounds_for("enrichment"))
+        await pilot.pause()
+        v = screen.view
+        assert v.state is JobState.PAUSED and v.is_enrichment and not v.is_pipeline
+        assert v.steps["D"].rate is not None and len(v.steps["D"].rates) > 3
+        assert [g.status for g in v.gates] == ["PASS", "WARN", "FAIL", "WARN", "INFO"]
+        assert v.mutations_pending == 2 and len(v.mutation_details) == 2
+        table = screen.query_one("#mutations-table")
+        assert table.row_count == 2
+        fail_cell = table.get_row("mutation_42.txt")[-1]
+        assert "Memory limit" in str(fail_cell) and "red" in str(fail_cell.style)
+        header = str(screen.query_one("#header").render())
+        assert "PAUSED" in header and "ETA" in header
+        assert not screen.query_one("#pipeline").display
+
+
+async def test_launcher_shows_last_checkpoint_and_runs_a_job(light_settings) -> None:
+    runtime = light_settings.runtime
+    runtime.mkdir(parents=True)
+    (runtime / "full-enrichment.state.json").write_text(json.dumps(
+        {"job": "full-enrichment", "step": "D", "batch_idx": 150, "pairs_done": 45000, "last_mutations": 250,
+         "updated_at": "2025-10-28T12:00:00.000Z"}))
+    app = OpsConsoleApp(light_settings, gates_interval=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        launcher = app.screen
+        assert isinstance(launcher, LauncherScreen)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        info = str(launcher.query_one("#checkpoint-info").render())
+        assert "45000" in info and "150" in info
+        assert "no pipeline summary" in str(launcher.query_one("#summary-info").render())
+
+        # The demo replaces data: it asks first.
+        launcher.start("demo")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        assert app.screen is launcher
+
+        launcher.start("selftest")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, JobScreen) and screen.from_launcher
+        screen.session.control.update_live({"unit_seconds": 0})
+        await screen.wait_for(lambda v: v.state.final)
+        await pilot.pause()
+        await pilot.press("q")  # done: back to the launcher, not out of the app
+        assert app.screen is launcher
+        await pilot.press("q")
+    assert app.return_code == 0
