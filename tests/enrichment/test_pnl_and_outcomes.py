@@ -130,3 +130,17 @@ def test_unknown_demo_scale_is_bad_input(ch) -> None:
 
     with pytest.raises(BadInput, match="unknown demo scale 'huge'"):
         generate_demo(ch, "huge")
+
+
+@pytest.mark.parametrize("strategy", ["auto", "classic"])
+def test_same_results_on_both_clickhouse_backends(ch_backend, settings, strategy) -> None:
+    """The same SQL through clickhouse-connect (HTTP server) and embedded chDB."""
+    ch = ch_backend
+    generate_demo(ch, "small", seed=12)
+    job = EnrichmentJob(["D", "E"], batch_size=40, write_strategy=strategy, remote_checkpoints=False)
+    outcome, _ = run_enrichment(job, settings, ch)
+    assert outcome.state is JobState.DONE, outcome.error
+    payouts = _payouts(ch)
+    for t in _trades(ch):
+        assert t["realized_pnl_usd"] == expected_pnl(t, payouts)
+    assert {g.status for g in job.gates} == {"PASS"}
