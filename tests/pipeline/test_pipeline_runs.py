@@ -378,3 +378,11 @@ async def test_event_window_slides_instead_of_waiting_for_the_slowest(make_setti
 async def test_event_window_defaults_to_four(make_settings, pg_url):
     await run_pipeline(make_settings(), opts(suites=["baseline"]))
     assert rows(pg_url, "SELECT options->>'event_batch_size' FROM processing_runs") == [("4",)]
+
+
+async def test_baseline_only_run_does_not_mark_events_done_for_other_suites(make_settings, pg_url, openai_app):
+    await run_pipeline(make_settings(), opts(suites=["baseline"]))
+    later = await run_pipeline(make_settings(), opts(suites=["baseline", "openai"]))
+    assert later.summary["suites"]["baseline"]["forecast_reused"] == 3
+    assert openai_app.calls == {"research": 3, "forecast": 3}
+    assert later.summary["counts"]["events_skipped_complete"] == 0
