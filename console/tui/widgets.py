@@ -287,7 +287,7 @@ class MutationsTable(DataTable[Any]):
 
 
 class FailuresTable(DataTable[Any]):
-    COLUMNS = ("time", "market / where", "step", "reason", "retriable")
+    COLUMNS = ("time", "market / where", "retriable", "step", "reason")
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
@@ -299,9 +299,9 @@ class FailuresTable(DataTable[Any]):
     def show(self, view: JobView) -> None:
         # Failures only ever accumulate: append the new ones, never rebuild.
         for f in view.failures[self.shown:]:
-            self.add_row(Text(clock_text(f.ts)), Text(redact(f.where)), Text(f.step or "—"),
-                         Text(redact(f.reason), style="red"),
-                         Text("yes", style="yellow") if f.retriable else Text("no", style="bold red"))
+            self.add_row(Text(clock_text(f.ts)), Text(redact(f.where)),
+                         Text("yes", style="yellow") if f.retriable else Text("no", style="bold red"),
+                         Text(f.step or "—"), Text(redact(f.reason), style="red"))
         self.shown = len(view.failures)
 
 
@@ -330,8 +330,9 @@ def event_line(event: Event) -> tuple[int, str] | None:
         kind = "retriable" if event.retriable else "permanent"
         return 3, f"{ts} FAILURE {redact(event.where)}: {redact(event.reason)} ({kind})"
     if isinstance(event, CheckpointSaved):
-        return 1, (f"{ts} CHECKPT {event.step} {event.where} batch {event.batch_idx} pairs {event.pairs_done} "
-                   f"cursor {short_json(event.cursor, 80)}")
+        # Rank 0: one per unit would drown the overview's tail; the Logs tab shows them all.
+        pairs = f" pairs {event.pairs_done}" if event.pairs_done else ""
+        return 0, f"{ts} CHECKPT {event.step} {event.where} batch {event.batch_idx}{pairs} cursor {short_json(event.cursor, 80)}"
     if isinstance(event, GatesReported):
         text = " ".join(f"{g.name}={g.actual}:{g.status}" for g in event.gates)
         return 1, f"{ts} GATES   {redact(text)}"

@@ -67,8 +67,8 @@ async def test_pipeline_dry_run_shows_stats_and_failures(settings, tmp_path) -> 
         failures = screen.query_one("#failures-table", FailuresTable)
         rows = [[str(c) for c in failures.get_row_at(i)] for i in range(failures.row_count)]
         broken = next(r for r in rows if r[1] == "999001")
-        assert "normaliz" in broken[3].lower()
-        assert broken[4] in ("yes", "no")
+        assert "normaliz" in broken[4].lower()
+        assert broken[2] in ("yes", "no")
         assert view.summary is not None
         await pilot.press("q")
     assert json.loads(summary_path.read_text())["run_id"]
