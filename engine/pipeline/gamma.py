@@ -250,9 +250,12 @@ class GammaClient:
                     return
                 offset += len(page)
 
-    async def fetch(self, window: Window, limit: int | None = None) -> FetchResult:
+    async def fetch(self, window: Window, limit: int | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> FetchResult:
         collector = Collector(limit)
         async for page in self.pages(window):
+            if should_stop is not None and should_stop():
+                break  # a stop during a long backfill: no events will start anyway
             collector.result.pages += 1
             fresh = sum(collector.add(raw) for raw in page if not collector.full)
             if collector.full:

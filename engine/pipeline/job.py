@@ -188,7 +188,7 @@ class PipelineJob:
         stats = self.stats
         extra: dict[str, Any] = {"window": self.window_desc, "stage": self.options.stage,
                                  "source": str(self.options.source) if self.options.source else None,
-                                 "dump_dir": str(self.dumps.run_dir) if self.dumps.enabled else None,
+                                 "dump_dir": str(self.dumps.run_dir) if self.dumps.run_dir is not None and self.dumps.run_dir.is_dir() else None,
                                  "error": error}
         if self.options.summary_path:
             extra["summary_path"] = str(self.options.summary_path)
@@ -224,7 +224,7 @@ class PipelineJob:
             )
             ctx.log(f"fetching markets from {settings.polymarket_base_url}/markets closing "
                     f"{self.window_desc['start']} .. {self.window_desc['end']} (UTC)", step="ingest")
-            fetched = await client.fetch(window, opts.limit)
+            fetched = await client.fetch(window, opts.limit, should_stop=lambda: ctx.control.stop_requested)
             ctx.log(f"fetched {fetched.seen} market(s) in {fetched.pages} page(s), {fetched.requests} request(s)", step="ingest")
         stats.markets_seen, stats.duplicates, stats.requests = fetched.seen, fetched.duplicates, fetched.requests
         if fetched.duplicates:
