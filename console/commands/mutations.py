@@ -7,8 +7,10 @@ import json
 import sys
 from dataclasses import asdict
 
+import anyio
+
 from console.commands import settings_from
-from engine.enrichment.mutations import kill_mutation, mutation_limits, pending_mutations
+from engine.enrichment.mutations import kill_mutation, mutation_limits, pending_mutations, wait_for_mutations
 from engine.errors import ExitCode, OpsError
 from engine.redact import redact
 from engine.stores.clickhouse import open_clickhouse
@@ -26,6 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--table", action="append", metavar="TABLE", help="only this table (repeatable)")
     p.add_argument("--kill", metavar="ID", help="kill the pending mutation with this id (e.g. mutation_12.txt)")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation (required without a terminal)")
+    p.add_argument("--wait", action="store_true",
+                   help="poll until no mutation is pending (the runbook's waitForNoPendingMutations); exit 1 "
+                   "at once if one reports a failure, or when --timeout passes")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="--wait limit in seconds (default MUTATION_WAIT_TIMEOUT, 600)")
+    p.add_argument("--poll", type=float, default=2.0, metavar="S", help="--wait poll interval (default 2 s)")
     p.set_defaults(func=run)
 
 
@@ -37,6 +45,20 @@ def _confirm(question: str, assume_yes: bool) -> bool:
                        exit_code=ExitCode.USAGE, hint="re-run with --yes")
     answer = input(f"{question} [y/N] ").strip().lower()
     return answer in ("y", "yes")
+
+
+def _wait(ch: object, args: argparse.Namespace, default_timeout: float) -> int:
+    last = [-1]
+
+    def status(pending: list) -> None:
+        if len(pending) != last[0]:
+            last[0] = len(pending)
+            print(f"pending_mutations = {len(pending)}", flush=True)
+
+    anyio.run(lambda: wait_for_mutations(ch, tables=args.table, timeout_s=args.timeout or default_timeout,  # type: ignore[arg-type]
+                                         poll_s=max(args.poll, 0.05), on_status=status))
+    print("no pending mutations")
+    return int(ExitCode.OK)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
             killed = kill_mutation(ch, args.kill)  # names the problem if the id is unknown
             print(f"killed {killed.mutation_id} on {killed.table}; rows it had not rewritten keep their old values")
             return int(ExitCode.OK)
+        if args.wait:
+            return _wait(ch, args, settings.mutation_wait_timeout_s)
         pending = pending_mutations(ch, args.table)
         limits = mutation_limits(ch, args.table)
     finally:

@@ -133,3 +133,17 @@ def test_cli_lists_and_kills_with_confirmation(cli_env, capsys, monkeypatch) -> 
     monkeypatch.setattr("builtins.input", lambda prompt: "y")
     assert main(["mutations", "--kill", mid]) == 0 and pending_mutations(ch) == []
     assert main(["mutations", "--kill", mid, "--yes"]) == 4
+
+
+def test_cli_wait_stops_on_failure_and_returns_when_clear(cli_env, capsys) -> None:
+    ch = cli_env
+    make_table(ch)
+    assert main(["mutations", "--wait", "--poll", "0.05"]) == 0
+    assert "no pending mutations" in capsys.readouterr().out
+    failing_mutation(ch)
+    assert main(["mutations", "--wait", "--poll", "0.05", "--timeout", "120"]) == 1
+    assert "row 2 is poisoned" in capsys.readouterr().err
+    kill_mutation(ch, pending_mutations(ch)[0].mutation_id)
+    stuck_mutation(ch)
+    assert main(["mutations", "--wait", "--poll", "0.05", "--timeout", "0.3"]) == 1
+    assert "still pending after 0.3s" in capsys.readouterr().err
