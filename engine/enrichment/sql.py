@@ -272,6 +272,18 @@ FROM (
 """
 
 
+# A chunk of the work list after a key (Step D reads ahead so a batch costs no lookup query).
+def worklist_chunk_sql(has_cursor: bool) -> str:
+    after = (
+        "WHERE wallet_address >= {cw:String} AND (wallet_address, condition_id) > ({cw:String}, {cc:String})"
+        if has_cursor else ""
+    )
+    return f"""
+SELECT wallet_address, condition_id, n_trades FROM $db.step_d_worklist {after}
+ORDER BY wallet_address, condition_id LIMIT {{n:UInt64}}
+"""
+
+
 # Payouts frozen for the run in a Join-engine table: the per-batch UPDATE looks them up with
 # joinGet, so a batch is one statement over one key range of trades_raw.
 PAYOUTS_DROP = "DROP TABLE IF EXISTS $db.step_d_payouts"

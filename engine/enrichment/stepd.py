@@ -98,6 +98,40 @@ def next_batch(ch: ClickHouse, cursor: tuple[str, str] | None, size: int) -> Bat
     return Batch(int(row["pairs"]), int(row["rows"] or 0), KeyRange(cursor, (str(row["last_wallet"]), str(row["last_condition"]))))
 
 
+class WorklistReader:
+    """Reads the frozen work list ahead in chunks, so taking the next batch (of whatever live size)
+    is a slice in memory rather than a query per batch. Positions are keys, never counters."""
+
+    def __init__(self, ch: ClickHouse, cursor: tuple[str, str] | None, chunk: int = 20_000) -> None:
+        self.ch = ch
+        self.chunk = chunk
+        self.buffer: list[tuple[str, str, int]] = []
+        self.pos = 0
+        self.read_to = cursor  # last key fetched into the buffer
+        self.exhausted = False
+
+    def _fill(self, need: int) -> None:
+        while not self.exhausted and len(self.buffer) - self.pos < need:
+            params: dict[str, Any] = {"n": max(self.chunk, need)}
+            if self.read_to is not None:
+                params.update(cw=self.read_to[0], cc=self.read_to[1])
+            rows = self.ch.query(sql.worklist_chunk_sql(self.read_to is not None), params).rows
+            if len(rows) < params["n"]:
+                self.exhausted = True
+            if rows:
+                self.buffer = self.buffer[self.pos:] + [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+                self.pos = 0
+                self.read_to = (self.buffer[-1][0], self.buffer[-1][1])
+
+    def take(self, cursor: tuple[str, str] | None, size: int) -> Batch | None:
+        self._fill(size)
+        items = self.buffer[self.pos:self.pos + size]
+        if not items:
+            return None
+        self.pos += len(items)
+        return Batch(len(items), sum(i[2] for i in items), KeyRange(cursor, (items[-1][0], items[-1][1])))
+
+
 def step_d_missing(ch: ClickHouse) -> int:
     """Trades of validly resolved conditions still without P&L (0 when Step D is complete)."""
     return int(ch.scalar(sql.STEP_D_MISSING))
@@ -283,36 +317,80 @@ async def run_step_d(
             cursor={"wallet_address": cursor[0], "condition_id": cursor[1]} if cursor else {},
         )
 
-    report()
-    while True:
-        if not await ctx.control.boundary():
-            if remote is not None and remote.failures and last_saved:
-                await save(last_saved[-1], final=True)  # one more try so the mirror is current
-            ctx.log(f"stopped at a batch boundary after pair {pairs_done:,} of {total:,}; checkpoint saved — "
-                    "continue with `opsconsole enrich --step D --resume`", step="D")
-            return StepDResult("stopped", pairs_done, total, batches_run, rows_written, time.monotonic() - started, strategy)
-        size = ctx.control.live.batch_size
-        batch = await _t(next_batch, ch, cursor, size)
-        if batch is None:
-            break
+    reader = WorklistReader(ch, cursor)
+    # Checkpoint i is written while batch i+1's UPDATE runs: the checkpoint then says less than is
+    # done, never more, and checkpoints still land in order (each waits for the previous one). Any
+    # stop, pause, failure or the end first waits for the checkpoint in flight.
+    inflight: list[anyio.Event] = []
+
+    async def settle() -> None:
+        while inflight:
+            await inflight.pop().wait()
+
+    async def save_in_background(state: StepDCheckpoint, landed: anyio.Event) -> None:
         try:
-            await anyio.to_thread.run_sync(write_batch, ch, strategy, batch.range)
-        except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            ctx.failure(f"batch {batch_idx + 1} (pairs after {cursor or 'start'})", reason, retriable=True, step="D")
-            raise OpsError(
-                f"Step D batch {batch_idx + 1} failed; the checkpoint still points after pair {pairs_done:,}: {reason}",
-                hint="fix the cause, then `opsconsole enrich --step D --resume`",
-            ) from None
-        cursor = batch.range.last
-        pairs_done += batch.pairs
-        batch_idx += 1
-        batches_run += 1
-        rows_written += batch.rows
-        if batches_run % ctx.control.live.mutation_wait_every == 0:
-            last_mutations = await wait_mutations(ctx, ch, mutation_timeout_s)
-        await save(checkpoint())
-        report()
+            await save(state)
+        finally:
+            landed.set()
+
+    async def batches(tg: Any) -> StepDResult | None:
+        """The batch loop; returns a result when stopped, None when the work list is exhausted."""
+        nonlocal cursor, pairs_done, batch_idx, batches_run, rows_written, last_mutations
+        while True:
+            if ctx.control.stop_requested or ctx.control.pause_requested:
+                await settle()
+            if not await ctx.control.boundary():
+                await settle()
+                if remote is not None and remote.failures and last_saved:
+                    await save(last_saved[-1], final=True)  # one more try so the mirror is current
+                ctx.log(f"stopped at a batch boundary after pair {pairs_done:,} of {total:,}; checkpoint saved — "
+                        "continue with `opsconsole enrich --step D --resume`", step="D")
+                return StepDResult("stopped", pairs_done, total, batches_run, rows_written, time.monotonic() - started, strategy)
+            size = ctx.control.live.batch_size
+            batch = await _t(reader.take, cursor, size)
+            if batch is None:
+                return None
+            try:
+                await anyio.to_thread.run_sync(write_batch, ch, strategy, batch.range)
+            except Exception as exc:
+                await settle()
+                reason = f"{type(exc).__name__}: {exc}"
+                ctx.failure(f"batch {batch_idx + 1} (pairs after {cursor or 'start'})", reason, retriable=True, step="D")
+                raise OpsError(
+                    f"Step D batch {batch_idx + 1} failed; the checkpoint still points after pair {pairs_done:,}: {reason}",
+                    hint="fix the cause, then `opsconsole enrich --step D --resume`",
+                ) from None
+            cursor = batch.range.last
+            pairs_done += batch.pairs
+            batch_idx += 1
+            batches_run += 1
+            rows_written += batch.rows
+            if batches_run % ctx.control.live.mutation_wait_every == 0:
+                last_mutations = await wait_mutations(ctx, ch, mutation_timeout_s)
+            await settle()
+            landed = anyio.Event()
+            inflight.append(landed)
+            tg.start_soon(save_in_background, checkpoint(), landed)
+            report()
+
+    report()
+    failure: list[Exception] = []
+    stopped: StepDResult | None = None
+    try:
+        async with anyio.create_task_group() as tg:
+            try:
+                stopped = await batches(tg)
+            except Exception as exc:  # raised outside the task group, unwrapped, once checkpoints landed
+                failure.append(exc)
+            await settle()
+    except BaseExceptionGroup as group:  # a background checkpoint write failed
+        if len(group.exceptions) == 1 and isinstance(group.exceptions[0], Exception):
+            raise group.exceptions[0] from None
+        raise
+    if failure:
+        raise failure[0]
+    if stopped is not None:
+        return stopped
 
     # Complete only when every mutation has landed (classic mutations run asynchronously on a server).
     last_mutations = await wait_mutations(ctx, ch, mutation_timeout_s)

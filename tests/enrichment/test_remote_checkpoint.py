@@ -43,11 +43,12 @@ def test_resume_from_the_postgres_mirror_when_the_local_file_is_gone(settings, c
 
     outcome, _ = run_enrichment(EnrichmentJob(["D"], batch_size=30, run_gates=False), settings, ch, on_event=stop)
     assert outcome.state is JobState.STOPPED
+    stopped_at = json.loads(state_path(settings.runtime).read_text())["pairs_done"]
     state_path(settings.runtime).unlink()
     outcome, rec = run_enrichment(EnrichmentJob(["D"], resume=True, batch_size=30, run_gates=False), settings, ch)
     assert outcome.state is JobState.DONE, outcome.error
     assert any("resuming from the Postgres mirror" in m for m in rec.messages("WARNING"))
-    assert any("resuming after pair 60" in m for m in rec.messages())
+    assert any(f"resuming after pair {stopped_at}" in m for m in rec.messages())
 
 
 def test_unreachable_postgres_is_reported_and_not_fatal(tmp_path, chdb_path, ch_database, ch) -> None:

@@ -26,11 +26,13 @@ def test_a_failing_batch_fails_the_run_without_advancing_the_checkpoint(settings
     outcome, rec = run_enrichment(EnrichmentJob(["D"], batch_size=25, remote_checkpoints=False, run_gates=False),
                                   settings, ch, on_event=break_after_two)
     assert outcome.state is JobState.FAILED and outcome.exit_code == ExitCode.FAILED
-    assert "batch 3 failed; the checkpoint still points after pair 50" in outcome.error
-    failures = [f for f in rec.of(Failure) if f.step == "D"]
-    assert failures and failures[0].where.startswith("batch 3")
     state = json.loads(state_path(settings.runtime).read_text())
-    assert state["batch_idx"] == 2 and state["pairs_done"] == 50 and state["status"] == "running"
+    # batch 3 may have been written already when the table went away; the first failing batch is next
+    n = state["batch_idx"]
+    assert n in (2, 3) and state["pairs_done"] == 25 * n and state["status"] == "running"
+    assert f"batch {n + 1} failed; the checkpoint still points after pair {25 * n}" in outcome.error
+    failures = [f for f in rec.of(Failure) if f.step == "D"]
+    assert failures and failures[0].where.startswith(f"batch {n + 1}")
 
     outcome, _ = run_enrichment(EnrichmentJob(["D"], resume=True, batch_size=25, remote_checkpoints=False, run_gates=False), settings, ch)
     assert outcome.state is JobState.DONE, outcome.error

@@ -43,7 +43,10 @@ def test_stop_then_resume_gives_the_identical_table(settings, ch, resume_batch_s
     outcome, rec = run_enrichment(first, settings, ch, on_event=_stop_after(3))
     assert outcome.state is JobState.STOPPED and outcome.exit_code == ExitCode.OK
     state = json.loads(state_path(settings.runtime).read_text())
-    assert state["status"] == "running" and state["batch_idx"] == 3 and state["pairs_done"] == 3 * 23
+    # The stop lands at the next boundary: after batch 3, or after batch 4 when its UPDATE had already
+    # started while checkpoint 3 was being written. Whole batches either way.
+    assert state["status"] == "running" and state["batch_idx"] in (3, 4)
+    assert state["pairs_done"] == state["batch_idx"] * 23
     assert state["cursor"]["wallet_address"] and state["fingerprint"].startswith("sha256:")
     # what the checkpoint says is done, is done; nothing after the cursor was touched
     done_rows = ch.scalar(
@@ -60,12 +63,12 @@ def test_stop_then_resume_gives_the_identical_table(settings, ch, resume_batch_s
     outcome, rec = run_enrichment(second, settings, ch)
     assert outcome.state is JobState.DONE, outcome.error
     first_progress = [e for e in rec.of(Progress) if e.step == "D" and e.total][0]
-    assert first_progress.done == 3 * 23  # continued after the cursor, not from zero
+    assert first_progress.done == state["pairs_done"]  # continued after the cursor, not from zero
     assert second.results["D"]["pairs_done"] == second.results["D"]["pairs_total"]
     assert pnl_checksum(ch) == reference
     final = json.loads(state_path(settings.runtime).read_text())
     assert final["status"] == "done" and final["batch_size"] == resume_batch_size
-    assert final["batch_idx"] > 3  # batch_idx keeps counting across resumes
+    assert final["batch_idx"] > state["batch_idx"]  # batch_idx keeps counting across resumes
 
 
 def test_resume_refuses_when_inputs_changed(settings, ch) -> None:
@@ -131,5 +134,31 @@ def test_live_batch_size_change_applies_at_the_next_batch(settings, ch) -> None:
     outcome, rec = run_enrichment(job, settings, ch, on_event=on_event)
     assert outcome.state is JobState.DONE
     done = [e.pairs_done for e in rec.of(CheckpointSaved) if e.where == "local"]
-    assert done[:3] == [10, 20, 70]
+    steps = [b - a for a, b in zip([0] + done, done)]
+    # batches of 10 until the change is seen (batch 3 may have started already), then 50
+    assert steps[:2] == [10, 10] and 50 in steps[2:4]
+    later = [x for x in steps[steps.index(50):] if x]  # the final "done" checkpoint repeats the count
+    assert all(x == 50 for x in later[:-1]) and 0 < later[-1] <= 50
     assert pnl_checksum(ch) == reference
+
+
+def test_read_ahead_batches_equal_the_per_batch_query(ch) -> None:
+    """Chunked read-ahead gives exactly the batches a fresh query after each cursor would."""
+    from engine.enrichment.stepd import WorklistReader, freeze_worklist, next_batch
+
+    generate_demo(ch, "small", seed=3)
+    freeze_worklist(ch, "test")
+    reader = WorklistReader(ch, None, chunk=7)
+    cursor = None
+    sizes = [5, 23, 1, 7, 8, 50]
+    seen = 0
+    for i in range(1000):
+        size = sizes[i % len(sizes)]
+        got = reader.take(cursor, size)
+        want = next_batch(ch, cursor, size)
+        assert got == want
+        if got is None:
+            break
+        seen += got.pairs
+        cursor = got.range.last
+    assert seen == ch.scalar("SELECT count() FROM $db.step_d_worklist")
