@@ -299,7 +299,9 @@ class GammaClient:
                 if closed_flag is not None:
                     params.append(("closed", "true" if closed_flag else "false"))
                 part = FetchReport()
-                await self._paged(params, len(chunk), part)
+                # A condition normally has one market: a page twice the batch is almost always short,
+                # so one request per batch (paging still covers the rare longer answer).
+                await self._paged(params, 2 * len(chunk), part)
                 report.requests += part.requests
                 report.malformed.extend(part.malformed)
                 for m in part.markets:

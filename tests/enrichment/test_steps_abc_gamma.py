@@ -118,3 +118,15 @@ def test_snapshot_source_reads_api_shaped_files(tmp_path) -> None:
     (tmp_path / "bad.json").write_text('{"nope": 1}')
     with pytest.raises(BadInput, match="expected a JSON list"):
         SnapshotSource(tmp_path / "bad.json")
+
+
+@pytest.mark.anyio
+async def test_client_side_rate_limit_holds_requests_back() -> None:
+    import anyio
+
+    with GammaServer([gamma_market(n) for n in range(1, 4)]) as srv:
+        async with client(srv.url, batch_size=1, rate=(2, 3600)) as gc:
+            with anyio.move_on_after(1.0) as scope:
+                await gc.markets_by_condition_ids([cond(1), cond(2), cond(3)])
+    # the limiter allows 2 requests per hour here: the third is held back, never sent
+    assert scope.cancelled_caught and len(srv.market_requests()) == 2
