@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 
 from console.commands import settings_from
 from engine.enrichment.loaders import FORMATS, KINDS, LoadReport, formats_help, list_errors, load_file
@@ -19,11 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     load = dsub.add_parser(
         "load",
         help="validate and load one file (all-or-nothing; resolutions load their valid rows)",
-        description="Validate every row, then load the file in one step. A trades or markets file with "
+        description=textwrap.fill("Validate every row, then load the file in one step. A trades or markets file with "
         "any bad row is refused as a whole (exit 4) naming the line numbers and reasons; --skip-invalid "
         "loads the valid rows and lists the rest. Resolutions load their valid rows and list the "
         "invalid ones (also kept in resolution_rejects); exit 0 unless none was valid. Loading the "
-        "same file again adds nothing.",
+        "same file again adds nothing.", 100),
         epilog=formats_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
