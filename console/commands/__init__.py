@@ -14,6 +14,17 @@ from engine.runner import Job, JobOutcome
 from engine.settings import Settings, load_settings
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts that must be at least 1 (0 would otherwise read as "use the default")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_job_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-ui", action="store_true", help="run headless (no TUI): progress on a TTY, plain lines otherwise")
     parser.add_argument(

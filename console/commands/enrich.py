@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from console.commands import add_job_args, run_job_command, settings_from
+from console.commands import add_job_args, positive_int, run_job_command, settings_from
 from engine.enrichment.job import EnrichmentJob
 
 
@@ -19,9 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--step", default="all", help="A, B, C, D, E or all (comma-separated list allowed; default all)")
     p.add_argument("--resume", action="store_true", help="Step D: continue from runtime/full-enrichment.state.json")
     p.add_argument("--force", action="store_true", help="Step E: run even if Step D is incomplete or mutations are pending")
-    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+    p.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help="Step D pairs per batch (default BATCH_SIZE or 300; also changeable live)")
-    p.add_argument("--mutation-wait-every", type=int, default=None, metavar="N",
+    p.add_argument("--mutation-wait-every", type=positive_int, default=None, metavar="N",
                    help="wait for pending mutations every N batches (default MUTATION_WAIT_EVERY or 5)")
     p.add_argument("--write-strategy", choices=("auto", "lightweight", "classic"), default=None,
                    help="Step D writes: lightweight UPDATE, classic ALTER TABLE … UPDATE, or auto (default STEP_D_WRITE_STRATEGY or auto)")
