@@ -84,7 +84,7 @@ class OpsConsoleApp(App[int]):
         self.sigterm_count += 1
         screen = self.running_job_screen()
         if screen is None:
-            self.exit(0)
+            self.exit(0, return_code=0)
             return
         if self.sigterm_count == 1:
             screen.request_stop_and_quit("SIGTERM received")
@@ -94,7 +94,8 @@ class OpsConsoleApp(App[int]):
             for worker in screen.workers:
                 if worker.group == "job":
                     worker.cancel()
-            self.exit(self.exit_code_for(screen.session))
+            code = self.exit_code_for(screen.session)
+            self.exit(code, return_code=code)
 
     def running_job_screen(self) -> JobScreen | None:
         for screen in reversed(self.screen_stack):
@@ -121,7 +122,8 @@ class OpsConsoleApp(App[int]):
             if hasattr(launcher, "action_refresh_info"):
                 launcher.action_refresh_info()
             return
-        self.exit(self.exit_code_for(session))
+        code = self.exit_code_for(session)
+        self.exit(code, return_code=code)
 
     @staticmethod
     def exit_code_for(session: JobSession) -> int:

@@ -172,7 +172,7 @@ class LauncherScreen(Screen[None]):
             with Vertical(id="info"):
                 yield Static(id="checkpoint-info", classes="panel")
                 yield Static(id="summary-info", classes="panel")
-                yield GatesPanel(id="gates", classes="panel")
+                yield GatesPanel(id="gates", classes="panel", hint="choose Gates to compute them")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:

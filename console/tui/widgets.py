@@ -206,6 +206,10 @@ class PipelinePanel(Vertical):
 class GatesPanel(Vertical):
     """The five gates with PASS/WARN/FAIL colours."""
 
+    def __init__(self, *, hint: str = "press g to compute them", **kw: Any) -> None:
+        super().__init__(**kw)
+        self.hint = hint
+
     def compose(self) -> ComposeResult:
         yield Markup(id="gates-body")
 
@@ -216,7 +220,7 @@ class GatesPanel(Vertical):
         if view.gates_error:
             body = f"[$error]{esc(view.gates_error)}[/]"
         elif not view.gates:
-            body = "[dim]no gate results yet — press g to compute them[/]"
+            body = f"[dim]no gate results yet — {esc(self.hint)}[/]"
         else:
             lines = []
             for g in view.gates:

@@ -146,3 +146,22 @@ async def test_sigterm_stops_gracefully_and_exits(light_settings) -> None:
     assert app.session.outcome.state is JobState.STOPPED
     assert "SIGTERM" in app.session.outcome.error
     assert app.return_code == 0
+
+
+async def test_a_held_lock_is_shown_not_raised(light_settings) -> None:
+    from engine.runner import job_lock
+
+    lock = job_lock(light_settings, "selftest")
+    lock.acquire()
+    try:
+        app = OpsConsoleApp(light_settings, job=SelftestJob(units=5, unit_seconds=0), gates_interval=None)
+        async with app.run_test(size=(100, 30)) as pilot:
+            screen = app.screen
+            await screen.wait_for(lambda v: v.state.final)
+            await pilot.pause()
+            assert "FAILED" in header_text(app)
+            assert screen.session.error is not None and "selftest" in str(screen.session.error)
+            await pilot.press("q")
+        assert app.return_code == int(screen.session.error.exit_code) == 75
+    finally:
+        lock.release()
