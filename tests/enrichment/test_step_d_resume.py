@@ -162,3 +162,35 @@ def test_read_ahead_batches_equal_the_per_batch_query(ch) -> None:
         seen += got.pairs
         cursor = got.range.last
     assert seen == ch.scalar("SELECT count() FROM $db.step_d_worklist")
+
+
+def test_pause_holds_at_a_batch_boundary_with_the_checkpoint_saved(settings, ch) -> None:
+    import asyncio
+
+    from engine.events import StateChanged
+
+    generate_demo(ch, "small", seed=3)
+    reference = _uninterrupted(settings, ch)
+    _reset_pnl(ch)
+    seen: dict = {}
+
+    def on_event(event, control) -> None:
+        if isinstance(event, CheckpointSaved) and event.where == "local" and event.batch_idx == 2 and "paused" not in seen:
+            seen["paused"] = False
+            control.pause()
+        if isinstance(event, StateChanged) and event.state is JobState.PAUSED:
+            # Paused: the file on disk already covers every pair written so far.
+            state = json.loads(state_path(settings.runtime).read_text())
+            done = ch.scalar("SELECT count() FROM $db.step_d_worklist WHERE (wallet_address, condition_id) <= "
+                             "(SELECT wallet_address, condition_id FROM $db.trades_raw WHERE is_resolved = 1 "
+                             "ORDER BY wallet_address DESC, condition_id DESC LIMIT 1)")
+            seen["paused"] = True
+            seen["state"] = state
+            seen["done_pairs"] = done
+            asyncio.get_running_loop().call_later(0.2, control.resume)  # listener runs on the job's loop
+
+    outcome, rec = run_enrichment(EnrichmentJob(["D"], batch_size=20, remote_checkpoints=False, run_gates=False), settings, ch, on_event=on_event)
+    assert outcome.state is JobState.DONE, outcome.error
+    assert seen["paused"] is True
+    assert seen["state"]["pairs_done"] >= seen["done_pairs"] > 0  # nothing written beyond the checkpoint
+    assert pnl_checksum(ch) == reference
