@@ -32,6 +32,7 @@ from console.tui.widgets import (
     FailuresTable,
     GatesPanel,
     LogPane,
+    LogTail,
     MutationsPanel,
     MutationsTable,
     PipelinePanel,
@@ -122,7 +123,7 @@ class JobScreen(Screen[None]):
             with TabPane("Overview", id="overview"):
                 with Vertical(id="left"):
                     yield ProgressPanel(id="progress", classes="panel")
-                    yield LogPane(max_lines=500, buffer=500, tail=True, id="log-tail", classes="panel")
+                    yield LogTail(id="log-tail", classes="panel")
                 with Vertical(id="right"):
                     yield PipelinePanel(id="pipeline", classes="panel")
                     yield GatesPanel(id="gates", classes="panel")
@@ -253,7 +254,7 @@ class JobScreen(Screen[None]):
         self._last_repaint = time.monotonic()
         lines, self._pending_lines = self._pending_lines, []
         self.query_one("#log-full", LogPane).append(lines)
-        self.query_one("#log-tail", LogPane).append(lines[-50:])
+        self.query_one("#log-tail", LogTail).append(lines[-200:])
         self.refresh_panels(mutations=self._dirty_mutations, failures=self._dirty_failures)
         self._dirty_mutations = self._dirty_failures = False
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import deque
 from datetime import datetime, timezone
 from typing import Any
 
-from rich.highlighter import RegexHighlighter
+from rich.highlighter import Highlighter
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -309,16 +310,22 @@ class FailuresTable(DataTable[Any]):
         self.shown = len(view.failures)
 
 
-class LevelHighlighter(RegexHighlighter):
-    """Colours the level word of each log line (Log is line-based and fast; this keeps it so)."""
+class LevelHighlighter(Highlighter):
+    """Colours the level word of each log line; colours chosen to read on both themes."""
 
-    base_style = "log."
-    highlights = [
-        r"^\S+ (?P<error>ERROR|FAILURE)\b",
-        r"^\S+ (?P<warning>WARNING|STATE)\b",
-        r"^\S+ (?P<debug>DEBUG)\b",
-        r"^\S+ (?P<checkpoint>CHECKPT)\b",
-    ]
+    RULES = (
+        (re.compile(r"(?m)^\S+ (ERROR|FAILURE)\b"), "bold #e5484d"),
+        (re.compile(r"(?m)^\S+ (WARNING)\b"), "bold #d08700"),
+        (re.compile(r"(?m)^\S+ (STATE|SUMMARY)\b"), "bold #3e8fd6"),
+        (re.compile(r"(?m)^\S+ (DEBUG|CHECKPT)\b"), "dim"),
+        (re.compile(r"(?m)^\S+ (GATES)\b"), "bold #2f9e6a"),
+    )
+
+    def highlight(self, text: Text) -> None:
+        plain = text.plain
+        for pattern, style in self.RULES:
+            for m in pattern.finditer(plain):
+                text.stylize(style, m.start(1), m.end(1))
 
 
 def event_line(event: Event) -> tuple[int, str] | None:
@@ -345,6 +352,36 @@ def event_line(event: Event) -> tuple[int, str] | None:
     if isinstance(event, Summary):
         return 1, f"{ts} SUMMARY {redact(short_json(event.data, 200))}"
     return None
+
+
+class LogTail(Static):
+    """The overview's last lines: a plain Static showing exactly as many of the newest lines as fit.
+
+    Cheaper than a scrolling Log and deterministic (no scroll position to race with), which keeps
+    snapshots stable; the Logs tab has the full, scrollable, filterable log.
+    """
+
+    def __init__(self, *, keep: int = 200, min_level: int = 1, **kw: Any) -> None:
+        super().__init__("", **kw)
+        self.lines: deque[tuple[int, str]] = deque(maxlen=keep)
+        self.min_level = min_level  # the overview skips DEBUG chatter (checkpoints, mutation polls)
+        self.highlighter = LevelHighlighter()
+
+    def append(self, lines: list[tuple[int, str]]) -> None:
+        new = [(rank, text) for rank, text in lines if rank >= self.min_level]
+        if new:
+            self.lines.extend(new)
+            self._render_tail()
+
+    def on_resize(self) -> None:
+        self._render_tail()
+
+    def _render_tail(self) -> None:
+        height = max(1, self.content_size.height)
+        shown = [text for _, text in list(self.lines)[-height:]]
+        text = Text("\n".join(shown), no_wrap=True, overflow="ellipsis")
+        self.highlighter.highlight(text)
+        self.update(text, layout=False)
 
 
 class LogPane(Vertical):
