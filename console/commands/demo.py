@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from console.commands import add_job_args, run_job_command, settings_from
+from console.commands import add_job_args, positive_int, run_job_command, settings_from
 from engine.enrichment.demo import SCALES
 from engine.enrichment.gates import any_failed, compute_gates, format_gates
 from engine.enrichment.job import DemoRequest, EnrichmentJob
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", choices=tuple(SCALES), default="medium",
                    help="small (3k trades), medium (200k trades, default), seed (the runbook's 2.45M trades)")
     p.add_argument("--seed", type=int, default=7, help="random seed: the same seed gives the same data (default 7)")
-    p.add_argument("--batch-size", type=int, default=None, metavar="N", help="Step D pairs per batch (default BATCH_SIZE or 300)")
+    p.add_argument("--batch-size", type=positive_int, default=None, metavar="N", help="Step D pairs per batch (default BATCH_SIZE or 300)")
     add_job_args(p)
     p.set_defaults(func=run)
 
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     job = EnrichmentJob(
         "all", demo=DemoRequest(args.scale, args.seed), run_gates=True,
-        batch_size=args.batch_size or settings.batch_size, mutation_wait_every=settings.mutation_wait_every,
+        batch_size=settings.batch_size if args.batch_size is None else args.batch_size, mutation_wait_every=settings.mutation_wait_every,
         write_strategy=settings.write_strategy,
     )
     code = run_job_command(job, settings, args)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import anyio
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from engine.enrichment.checkpoint import JOB_NAME, RemoteCheckpoints
 from engine.enrichment.gates import any_failed, compute_gates, format_gates
@@ -88,6 +88,8 @@ class EnrichmentJob:
         self.abc_options = dict(abc_options or {})
         self.results: dict[str, Any] = {}
         self.gates: list[Any] = []
+        self.live_settings()  # bad values are refused now, with the setting named
+
 
     def live_settings(self) -> EnrichmentLive:
         values: dict[str, int] = {}
@@ -95,7 +97,11 @@ class EnrichmentJob:
             values["batch_size"] = self.batch_size
         if self.mutation_wait_every is not None:
             values["mutation_wait_every"] = self.mutation_wait_every
-        return EnrichmentLive(**values)
+        try:
+            return EnrichmentLive(**values)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise BadInput(f"invalid Step D setting: {problems}") from None
 
     async def run(self, ctx: JobContext) -> None:
         ch: ClickHouse = ctx.resources.get("ch") or await aopen_clickhouse(ctx.settings)

@@ -96,6 +96,8 @@ def test_sigterm_mid_step_d_then_resume_matches_an_uninterrupted_run(tmp_path, p
 @pytest.mark.parametrize("args, code, message", [
     (["enrich", "--step", "Z", "--no-ui"], 4, "unknown step 'Z'"),
     (["demo", "--scale", "huge"], 2, "invalid choice"),
+    (["enrich", "--step", "D", "--batch-size", "0", "--no-ui"], 2, "at least 1"),
+    (["demo", "--batch-size", "-3", "--no-ui"], 2, "at least 1"),
 ])
 def test_bad_arguments_are_refused_clearly(tmp_path, pg_url, args, code, message) -> None:
     out = _run(args, _env(tmp_path, pg_url))

@@ -194,3 +194,10 @@ def test_pause_holds_at_a_batch_boundary_with_the_checkpoint_saved(settings, ch)
     assert seen["paused"] is True
     assert seen["state"]["pairs_done"] >= seen["done_pairs"] > 0  # nothing written beyond the checkpoint
     assert pnl_checksum(ch) == reference
+
+
+def test_invalid_live_settings_are_bad_input() -> None:
+    from engine.errors import BadInput
+
+    with pytest.raises(BadInput, match="batch_size"):
+        EnrichmentJob(["D"], batch_size=0)
