@@ -15,7 +15,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
-from textual.markup import escape
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, OptionList, Static
@@ -25,6 +24,7 @@ from console.tui.actions import LAUNCHER_ACTIONS, bindings
 from console.tui.modals import ConfirmScreen, HelpScreen
 from console.tui.model import JobView
 from console.tui.widgets import GatesPanel, clock_text, short_json
+from console.tui.widgets import esc as escape
 from engine.events import GateResult
 from engine.redact import redact
 from engine.settings import Settings

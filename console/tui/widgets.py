@@ -58,7 +58,8 @@ def short_json(value: Any, limit: int = 60) -> str:
 
 def esc(text: Any) -> str:
     """Escape operator-invisible markup in values coming from jobs (market ids, reasons)."""
-    return escape(redact(str(text)))
+    # Escape every "[" (textual's escape() leaves some, e.g. "['", which then parse as tags).
+    return redact(str(text)).replace("[", "\\[")
 
 
 class Markup(Static):

@@ -162,3 +162,44 @@ async def test_launcher_shows_last_checkpoint_and_runs_a_job(light_settings) -> 
         assert app.screen is launcher
         await pilot.press("q")
     assert app.return_code == 0
+
+
+async def test_mouse_tabs_and_footer_keys() -> None:
+    app = attached_app("pipeline")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await feed(screen, screen.session.bus, rounds_for("pipeline"))
+        await pilot.click("#--content-tab-failures-tab")
+        assert screen.query_one("#tabs").active == "failures-tab"
+        await pilot.click("#--content-tab-overview")
+        assert screen.query_one("#tabs").active == "overview"
+        # Footer keys are clickable too: "Help" opens the help screen.
+        footer_key = next(k for k in app.screen.query("FooterKey") if k.action == "help")
+        await pilot.click(footer_key)
+        assert isinstance(app.screen, HelpScreen)
+
+
+async def test_experiment_overrides_are_validated_before_they_apply() -> None:
+    from console.tui.modals import EditLiveScreen
+    from console.tui.session import JobSession
+    from engine.pipeline.job import PipelineLive
+
+    session = JobSession.attach("pipeline", PipelineLive())
+    app = OpsConsoleApp(None, session=session, gates_interval=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await pilot.press("e")
+        modal = app.screen
+        assert isinstance(modal, EditLiveScreen)
+        area = modal.query_one("#field-experiment_overrides")
+        area.text = "nope.model=x"
+        await pilot.press("ctrl+s")
+        assert app.screen is modal  # refused: the dialog stays and says why
+        assert "suite:stage:variant" in str(modal.query_one("#edit-error").render())
+        assert session.control.live.experiment_overrides == []
+
+        area.text = "gemini:forecast:gemini_simple.model=gemini-2.5-flash\n\n"
+        await pilot.press("ctrl+s")
+        assert app.screen is screen
+        assert session.control.live.experiment_overrides == ["gemini:forecast:gemini_simple.model=gemini-2.5-flash"]
+        await screen.wait_for(lambda v: v.live.get("experiment_overrides") == session.control.live.experiment_overrides)
