@@ -25,6 +25,9 @@ def fed(scenario: str, *keys: str):
         await pilot.pause()
         for key in keys:
             await pilot.press(key)
+        # A blinking cursor would make the picture depend on when it is taken.
+        for widget in pilot.app.screen.query("Input, TextArea"):
+            widget.cursor_blink = False
         await pilot.pause()
 
     return run_before
