@@ -147,7 +147,9 @@ class JobScreen(Screen[None]):
         if self.session.job is not None:
             self.run_the_job()
         if self.view.is_enrichment and self.gates_interval:
-            self.action_refresh_gates()
+            # First automatic refresh after one interval: at start the job may be rebuilding the
+            # very tables the gates read (the demo does); the job reports its own gates at the end.
+            self.set_timer(self.gates_interval, self._auto_gates)
 
     # --- workers: they only post messages ---------------------------------------------------
     @work(group="events", exit_on_error=False)

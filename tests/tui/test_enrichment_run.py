@@ -81,3 +81,23 @@ async def test_step_d_pause_checkpoint_edit_resume_finish_gates_green(settings, 
         assert screen.view.mutations_pending == 0
         await pilot.press("q")
     assert app.return_code == 0
+
+
+async def test_gates_refresh_on_a_timer_from_the_real_store(settings, ch) -> None:
+    from console.tui.session import JobSession
+
+    generate_demo(ch, "small", 7)  # Step D has not run: pnl_nulls must FAIL
+    session = JobSession.attach("full-enrichment", EnrichmentJob(["D"]).live_settings(), settings=settings)
+    app = OpsConsoleApp(settings, session=session, gates_interval=0.05)
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = app.screen
+        await screen.wait_for(lambda v: bool(v.gates) or bool(v.gates_error))
+        assert not screen.view.gates_error, screen.view.gates_error
+        first = screen.view.gates_ts
+        statuses = {g.name: g.status for g in screen.view.gates}
+        assert statuses["pnl_nulls"] == "FAIL" and statuses["markets_missing_dim"] == "PASS"
+        # The next poll is scheduled after this one finished, and it comes.
+        await screen.wait_for(lambda v: v.gates_ts is not None and v.gates_ts > first)
+        await pilot.pause()
+        body = str(screen.query_one("#gates-body").render())
+        assert "FAIL" in body and "pnl_nulls" in body
