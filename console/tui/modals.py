@@ -134,10 +134,15 @@ class EditLiveScreen(ModalScreen[dict[str, Any] | None]):
                 value: Any = [line.strip() for line in text.splitlines() if line.strip()]
             else:
                 raw = self.query_one(f"#field-{name}", Input).value.strip()
-                # Keep the text: pydantic names the field and the problem if it does not parse.
                 value = raw
+                # Typed when it parses; otherwise keep the text so pydantic names the field and
+                # the problem.
+                try:
+                    value = int(raw) if kind == "int" else float(raw) if kind == "float" else raw
+                except ValueError:
+                    pass
             current = getattr(self.model, name)
-            if kind != "list" and str(current) == value:
+            if kind != "list" and (current == value or str(current) == value):
                 continue
             if kind == "list" and list(current) == value:
                 continue
