@@ -13,7 +13,6 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.content import Content
-from textual.markup import escape
 from textual.widgets import DataTable, Log, ProgressBar, Sparkline, Static
 
 from console.tui.model import LEVELS, JobView, fmt_count, fmt_duration, level_rank
