@@ -20,6 +20,7 @@ class Action:
     help: str  # one-line explanation for the help screen and palette
     footer: bool = True
     destructive: bool = False  # asks for confirmation before it acts
+    priority: bool = False  # wins over the focused widget's own binding for the key
 
     @property
     def key_display(self) -> str:
@@ -28,7 +29,7 @@ class Action:
 
     def binding(self) -> Binding:
         return Binding(self.keys, self.action, self.label, show=self.footer, id=f"opsconsole.{self.id}",
-                       tooltip=self.help, key_display=self.key_display)
+                       tooltip=self.help, key_display=self.key_display, priority=self.priority)
 
 
 JOB_ACTIONS: tuple[Action, ...] = (
@@ -50,7 +51,7 @@ JOB_ACTIONS: tuple[Action, ...] = (
 )
 
 LAUNCHER_ACTIONS: tuple[Action, ...] = (
-    Action("start", "enter", "start_selected", "Start", "Start the selected entry", footer=True),
+    Action("start", "enter", "start_selected", "Start", "Start the selected entry", priority=True),
     Action("refresh", "ctrl+r", "refresh_info", "Refresh", "Re-read the last checkpoint and pipeline summary"),
     Action("theme", "t", "toggle_theme", "Theme", "Switch between the dark and the light theme", footer=False),
     Action("help", "question_mark,f1", "help", "Help", "Show every key and what it does"),

@@ -52,6 +52,16 @@ async def launcher() -> None:
         (runtime / "full-enrichment.state.json").write_text(json.dumps(
             {"job": "full-enrichment", "step": "D", "batch_idx": 150, "pairs_done": 45000, "pairs_total": 136931,
              "last_mutations": 250, "updated_at": "2025-10-28T12:00:00.000Z"}))
+        (runtime / "pipeline-summary.json").write_text(json.dumps(
+            {"run_id": "20261122T070000Z-1a2b", "status": "completed", "dry_run": True,
+             "window": {"start": "2026-11-22T07:00:00Z", "end": "2026-11-29T07:00:00Z"},
+             "counts": {"markets_seen": 12, "markets_valid": 11, "markets_invalid": 1, "events_total": 9,
+                        "events_processed": 9, "llm_calls": 18},
+             "suites": {"baseline": {"research_ok": 0, "research_reused": 0, "research_failed": 0,
+                                     "forecast_ok": 9, "forecast_reused": 0, "forecast_failed": 0, "skipped": 0,
+                                     "llm_calls": 0, "tokens": 0, "cost_usd": 0.0}},
+             "failures": [{"market_id": "999001", "reason": "normalization failed: no outcomes"}],
+             "failures_total": 1, "tokens": 21900, "cost_usd": 0.0426}))
         app = OpsConsoleApp(load_settings(runtime_dir=runtime), gates_interval=None)
         async with app.run_test(size=(120, 36)) as pilot:
             await app.workers.wait_for_complete()

@@ -151,8 +151,12 @@ async def test_launcher_shows_last_checkpoint_and_runs_a_job(light_settings) -> 
         await pilot.press("n")
         assert app.screen is launcher
 
-        launcher.start("selftest")
-        await pilot.pause()
+        # Keyboard: move to "Selftest" and press enter.
+        entries = launcher.query_one("#entries")
+        entries.focus()
+        while entries.get_option_at_index(entries.highlighted).id != "selftest":
+            await pilot.press("down")
+        await pilot.press("enter")
         screen = app.screen
         assert isinstance(screen, JobScreen) and screen.from_launcher
         screen.session.control.update_live({"unit_seconds": 0})
