@@ -152,12 +152,11 @@ async def wait_mutations(ctx: JobContext, ch: ClickHouse, timeout_s: float) -> i
             first.append(len(pending))
         ctx.emit(MutationStatus(job=ctx.name, pending=len(pending), details=tuple(pending)))
 
-    from engine.enrichment import pending
-
-    seen = len(pending.fallback_reasons)
-    await pending.wait(ch, tables=list(MUTATED_TABLES), timeout_s=timeout_s, on_status=status)
-    for reason in pending.fallback_reasons[seen:]:
-        ctx.log(reason, level="WARNING", step="D")
+    try:
+        from engine.enrichment.mutations import wait_for_mutations
+    except ModuleNotFoundError:  # shipped separately; the adapter has the same contract
+        from engine.enrichment.pending import wait as wait_for_mutations  # type: ignore[assignment]
+    await wait_for_mutations(ch, tables=list(MUTATED_TABLES), timeout_s=timeout_s, on_status=status)
     return first[0] if first else 0
 
 
