@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
-
 import anyio
 
 from engine.enrichment.schema import MUTATED_TABLES
@@ -90,7 +88,3 @@ async def wait(
 def pending_summary(ch: ClickHouse) -> tuple[int, int]:
     rows = pending(ch)
     return len(rows), sum(1 for m in rows if m.latest_fail_reason)
-
-
-def _unused(_: Any) -> None:  # keep linters quiet about Any in this small module
-    return None
