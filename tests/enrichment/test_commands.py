@@ -81,9 +81,32 @@ def test_sigterm_mid_step_d_then_resume_matches_an_uninterrupted_run(tmp_path, p
     assert out.returncode == 3  # P&L incomplete: gates say so
     assert {g["name"] for g in json.loads(out.stdout)["gates"] if g["status"] == "FAIL"} >= {"pnl_nulls"}
 
+    # Resume, then abort with two signals: exit 130, and the checkpoint on disk is still valid.
+    proc = subprocess.Popen(OPSCONSOLE + ["enrich", "--step", "D", "--resume", "--batch-size", "25", "--no-ui"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if json.loads(state.read_text())["pairs_done"] > stopped["pairs_done"]:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # 130 = aborted by the second signal. If the first signal's batch ended and the process was
+    # already exiting when the second arrived, it is 0 or killed by the signal (-15). The checkpoint
+    # on disk must be valid in every case.
+    assert proc.returncode in (0, 130, -signal.SIGTERM), stderr
+    aborted = json.loads(state.read_text())
+    assert aborted["pairs_done"] > stopped["pairs_done"] and aborted["status"] == "running"
+
     out = _run(["enrich", "--step", "D,E", "--resume", "--batch-size", "300", "--no-ui"], env)
     assert out.returncode == 0, out.stderr + out.stdout
-    assert f"resuming after pair {stopped['pairs_done']:,}" in out.stdout
+    assert f"resuming after pair {aborted['pairs_done']:,}" in out.stdout
     assert _run(["gates"], env).returncode == 0
 
     ref_env = _env(tmp_path, pg_url, database="reference")
