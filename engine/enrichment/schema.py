@@ -194,9 +194,17 @@ ALL_TABLES = (
 )
 
 
+# Columns added after a table first shipped: existing runtime data gets them on the next start.
+UPGRADES = [
+    "ALTER TABLE $db.step_d_worklist ADD COLUMN IF NOT EXISTS n_trades UInt32",
+]
+
+
 def ensure_schema(ch: ClickHouse) -> None:
     """Create every enrichment table and view that is missing. Safe to call at every start."""
     for statement in DDL:
+        ch.command(statement)
+    for statement in UPGRADES:
         ch.command(statement)
 
 
