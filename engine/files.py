@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 
-def ensure_private_dir(path: Path) -> Path:
+def ensure_private_dir(path: Path, mode: int = 0o700) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     try:
-        os.chmod(path, 0o700)
+        os.chmod(path, mode)
     except PermissionError:
         pass
     return path

@@ -139,7 +139,10 @@ async def run_job(
     resources: dict[str, Any] | None = None,
 ) -> JobOutcome:
     """Run `job` to completion, stop or failure. Raises LockHeld if another runner holds the job."""
-    ensure_private_dir(settings.runtime)
+    # 0711, not 0700: the embedded PostgreSQL runs as its own OS user (when we are root) and must
+    # traverse runtime/ to reach runtime/postgres; taking that away while it runs breaks it. Others
+    # still cannot list the directory, and every file in it is 0600.
+    ensure_private_dir(settings.runtime, 0o711)
     control = control or Control(job.name, bus, job.live_settings())
     lock = job_lock(settings, job.name)
     lock.acquire()

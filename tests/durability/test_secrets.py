@@ -47,15 +47,19 @@ def llm_servers() -> Iterator[tuple[str, str]]:
     gemini_server.close()
 
 
-@pytest.fixture
-def secret_env(tmp_path: Path, pg_tcp, llm_servers: tuple[str, str]) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def _new_database(pg_tcp) -> str:  # type: ignore[no-untyped-def]
     name = f"s_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(pg_tcp.url(sslmode="disable"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
+    return pg_tcp.url(name, sslmode="disable")
+
+
+@pytest.fixture
+def secret_env(tmp_path: Path, pg_tcp, llm_servers: tuple[str, str]) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return {
         "OPSCONSOLE_RUNTIME_DIR": str(tmp_path / "runtime"),
         "CLICKHOUSE_PATH": str(tmp_path / "ch"),
-        "POSTGRES_URL": pg_tcp.url(name, sslmode="disable"),
+        "POSTGRES_URL": _new_database(pg_tcp),
         "OPENAI_API_KEY": OPENAI_CANARY, "OPENAI_BASE_URL": llm_servers[0],
         "GEMINI_API_KEY": GEMINI_CANARY, "GEMINI_BASE_URL": llm_servers[1],
         "COLUMNS": "250",
@@ -75,7 +79,7 @@ def _runtime_files(runtime: Path) -> list[Path]:
     return [p for p in runtime.rglob("*") if p.is_file() and p.relative_to(runtime).parts[0] not in STORE_DATA]
 
 
-def test_no_secret_in_any_output_or_runtime_file(tmp_path: Path, secret_env: dict[str, str]) -> None:
+def test_no_secret_in_any_output_or_runtime_file(tmp_path: Path, secret_env: dict[str, str], pg_tcp) -> None:  # type: ignore[no-untyped-def]
     runtime = Path(secret_env["OPSCONSOLE_RUNTIME_DIR"])
     runs = {
         "pipeline": _run(secret_env, tmp_path, "pipeline", "--source", str(SNAPSHOT), "--limit", "4", "--no-ui",
@@ -92,9 +96,8 @@ def test_no_secret_in_any_output_or_runtime_file(tmp_path: Path, secret_env: dic
     }
     echo = LoopbackServer(echo_key_401)
     try:  # a provider that quotes the rejected key back: the failure is recorded, the key is not
-        # Its own (embedded) database: in the shared one the first run's results would be reused.
-        env_401 = {k: v for k, v in secret_env.items() if k != "POSTGRES_URL"}
-        runs["pipeline-401"] = _run({**env_401, "OPENAI_BASE_URL": echo.url + "/v1",
+        # A database of its own: in the shared one the first run's results would be reused.
+        runs["pipeline-401"] = _run({**secret_env, "POSTGRES_URL": _new_database(pg_tcp), "OPENAI_BASE_URL": echo.url + "/v1",
                                      "OPSCONSOLE_RUNTIME_DIR": str(runtime.parent / "runtime-401")},
                                     tmp_path, "pipeline", "--source", str(SNAPSHOT), "--limit", "2", "--suite", "openai",
                                     "--no-ui", "--log-format", "plain")

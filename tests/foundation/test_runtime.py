@@ -140,3 +140,16 @@ def test_control_ignores_actions_that_do_not_apply() -> None:
     assert control.stop()
     assert not control.stop()  # idempotent
     assert not control.pause()  # stopping: pause no longer applies
+
+
+@pytest.mark.anyio
+async def test_job_start_keeps_runtime_traversable_for_the_embedded_postgres(tmp_path: Path) -> None:
+    """The embedded server runs as its own OS user under runtime/postgres: a job starting while it
+    runs must not take away traversal of runtime/ (it used to chmod it 0700)."""
+    import os
+    import stat
+
+    settings = load_settings(runtime_dir=tmp_path / "rt")
+    await run_job(SelftestJob(units=1, unit_seconds=0), settings, EventBus(), handle_signals=False)
+    mode = stat.S_IMODE(os.stat(settings.runtime).st_mode)
+    assert mode == 0o711  # others may traverse, not list; files inside are 0600
