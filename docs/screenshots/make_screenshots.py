@@ -34,7 +34,7 @@ SHOTS = [
 
 
 async def shoot(name: str, scenario: str, keys: tuple[str, ...], size: tuple[int, int], theme: str) -> None:
-    app = attached_app(scenario, theme=theme)
+    app = attached_app(scenario, stores="m" not in keys, theme=theme)
     async with app.run_test(size=size) as pilot:
         screen = app.screen
         await feed(screen, screen.session.bus, rounds_for(scenario))

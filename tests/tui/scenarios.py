@@ -6,6 +6,8 @@ exactly as a real run would, without clocks or stores making the picture change 
 
 from __future__ import annotations
 
+import tempfile
+
 from pydantic import BaseModel, Field
 
 from engine.bus import EventBus
@@ -164,13 +166,22 @@ async def feed(screen, bus: EventBus, rounds: list[list[Event]]) -> None:
     screen.flush()  # repaints are throttled; bring every panel up to date for the picture
 
 
-def attached_app(name: str, size_note: str = "", **kw):
-    """An app watching a scenario's job name with its live-settings model; no job runs."""
+def attached_app(name: str, stores: bool = True, **kw):
+    """An app watching a scenario's job name with its live-settings model; no job runs.
+
+    `stores=False` leaves the session without settings, so keys that read a store (m, g) show
+    only what the events said (for pictures that must not depend on a database's contents)."""
     from console.tui.app import OpsConsoleApp
     from console.tui.session import JobSession
 
+    from pathlib import Path
+
+    from engine.settings import load_settings
+
     job, live, _ = SCENARIOS[name]
-    session = JobSession.attach(job, live() if live else None)
+    # Embedded stores (no URL): the header says so. Nothing is opened unless a key asks for it.
+    settings = load_settings(runtime_dir=Path(tempfile.gettempdir()) / "opsconsole-scenarios")
+    session = JobSession.attach(job, live() if live else None, settings=settings if stores else None)
     kw.setdefault("clock", fixed_clock())
     kw.setdefault("gates_interval", None)
     return OpsConsoleApp(None, session=session, **kw)

@@ -45,7 +45,8 @@ def test_pipeline_overview(snap_compare, size) -> None:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_mutations_details(snap_compare, size) -> None:
-    assert snap_compare(attached_app("enrichment"), terminal_size=size, run_before=fed("enrichment", "m"))
+    assert snap_compare(attached_app("enrichment", stores=False), terminal_size=size,
+                        run_before=fed("enrichment", "m"))
 
 
 @pytest.mark.parametrize("size", SIZES)
