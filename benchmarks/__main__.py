@@ -40,8 +40,9 @@ def task(name: str, runtime: Path, *args: str) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def resume_latency(runtime: Path) -> float:
-    """Seconds from starting `opsconsole enrich --step D --resume` to its first batch written."""
+def resume_latency(runtime: Path) -> tuple[float, float]:
+    """Seconds from starting `opsconsole enrich --step D --resume` to its first batch written:
+    (whole process including Python start, job running → first batch)."""
     started = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "console", "enrich", "--step", "D", "--resume", "--no-ui", "--log-format", "json"],
@@ -49,16 +50,21 @@ def resume_latency(runtime: Path) -> float:
     )
     assert proc.stdout is not None
     first = None
+    wall0 = time.time() - (time.monotonic() - started)
+    running_at = None
     for line in proc.stdout:
         record = json.loads(line)
+        if record.get("type") == "StateChanged" and record.get("state") == "running" and running_at is None:
+            running_at = record["ts"]
         if record.get("type") == "CheckpointSaved" and record.get("where") == "local":
-            first = time.monotonic() - started
+            first = record["ts"] - wall0
+            job_side = record["ts"] - (running_at or wall0)
             break
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=120)
     if first is None:
         raise SystemExit("resumed Step D wrote no batch")
-    return first
+    return first, job_side
 
 
 def enrichment(scale: str, classic_batches: int) -> list[tuple[str, str, str]]:
@@ -94,8 +100,10 @@ def enrichment(scale: str, classic_batches: int) -> list[tuple[str, str, str]]:
     # Stop a run after 5 batches (small data: smaller batches, so work remains to resume).
     stop_batch = str(min(300, max(1, prep["pairs"] // 10)))
     task("stepd", runtime, "--strategy", "lightweight", "--batch-size", stop_batch, "--max-batches", "5")
-    latency = resume_latency(runtime)
-    rows.append(("resume: start → first batch written", f"{latency:.2f} s (whole process, incl. Python start)", "≤ 2 s"))
+    whole, job_side = resume_latency(runtime)
+    rows.append(("resume: start → first batch written",
+                 f"{whole:.2f} s from process start ({job_side:.2f} s from the job running: stores, fingerprint, first batch)",
+                 "≤ 2 s"))
 
     e = task("stepe", runtime)
     rows.append(("Step E (build aside + swap)", f"{e['seconds']:.2f} s = {e['seconds'] / lim['stepe_one_statement_s']:.1f}× "
