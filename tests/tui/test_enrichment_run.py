@@ -101,3 +101,32 @@ async def test_gates_refresh_on_a_timer_from_the_real_store(settings, ch) -> Non
         await pilot.pause()
         body = str(screen.query_one("#gates-body").render())
         assert "FAIL" in body and "pnl_nulls" in body
+
+
+async def test_launcher_demo_runs_a_to_e_and_gates_go_green(settings) -> None:
+    from console.tui.launcher import LauncherScreen
+    from console.tui.modals import ConfirmScreen
+
+    app = OpsConsoleApp(settings, gates_interval=None)
+    async with app.run_test(size=(120, 36)) as pilot:
+        launcher = app.screen
+        assert isinstance(launcher, LauncherScreen)
+        launcher.start("demo")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        screen = app.screen
+        assert isinstance(screen, JobScreen) and screen.session.name == "full-enrichment"
+        await screen.wait_for(lambda v: v.state.final)
+        await pilot.pause()
+        assert screen.session.outcome is not None and screen.session.outcome.state is JobState.DONE
+        assert all(screen.view.steps[s].done == screen.view.steps[s].total for s in "ABCDE")
+        assert [g.status for g in screen.view.gates] == ["PASS"] * 5
+        await pilot.press("q")
+        assert app.screen is launcher
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        # Back on the launcher: the run's final checkpoint is shown.
+        info = str(launcher.query_one("#checkpoint-info").render())
+        assert "step: D" in info and "pairs_done" in info
+        await pilot.press("q")
