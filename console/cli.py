@@ -73,6 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("opsconsole: interrupted", file=sys.stderr)
         return int(ExitCode.ABORTED)
+    except BrokenPipeError:
+        # `opsconsole gates | head`: the reader went away. Not an error worth a traceback; point
+        # stdout at /dev/null so the interpreter's final flush does not raise again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return int(ExitCode.OK)
 
 
 if __name__ == "__main__":

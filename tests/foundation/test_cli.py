@@ -18,3 +18,14 @@ def test_usage_errors_exit_2_without_traceback(tmp_path: Path) -> None:
         out = subprocess.run([*OPSCONSOLE, *args], env=subprocess_env(), cwd=tmp_path, capture_output=True, text=True, timeout=30)
         assert out.returncode == 2, args
         assert "error:" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_closed_pipe_is_not_a_traceback(tmp_path: Path) -> None:
+    """`opsconsole config | head -1`: the reader leaves early."""
+    proc = subprocess.Popen([*OPSCONSOLE, "config", "--json"], env=subprocess_env(COLUMNS="200"), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before it writes anything: its first write meets a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0
+    assert "Traceback" not in err and "BrokenPipe" not in err
