@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import time
@@ -25,6 +26,23 @@ def test_bare_opsconsole_without_a_terminal_says_what_to_do(tmp_path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+async def read_console_over_websocket(port: int, until: bytes) -> bytes:
+    import aiohttp
+
+    data = b""
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"http://127.0.0.1:{port}/ws?width=100&height=30") as ws:
+            while until not in data:
+                msg = await ws.receive(timeout=60)  # bounds a hang; not a timing assertion
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    data += msg.data
+                elif msg.type == aiohttp.WSMsgType.TEXT:
+                    data += msg.data.encode()
+                else:
+                    break
+    return data
+
+
 def test_serve_binds_loopback_and_serves_the_console_page(tmp_path) -> None:
     port = free_port()
     proc = subprocess.Popen([*OPSCONSOLE, "serve", "--port", str(port)],
@@ -41,6 +59,9 @@ def test_serve_binds_loopback_and_serves_the_console_page(tmp_path) -> None:
                 time.sleep(0.2)
         assert response is not None and response.status_code == 200
         assert "Ops Console" in response.text
+        # A browser session: the websocket drives a console process that opens the launcher.
+        received = asyncio.run(read_console_over_websocket(port, b"launcher"))
+        assert b"OPS CONSOLE" in received and b"launcher" in received
         # Loopback only: the same port is not reachable on another local address of this machine.
         other = socket.gethostbyname(socket.gethostname())
         if not other.startswith("127."):
