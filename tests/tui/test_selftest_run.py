@@ -165,3 +165,27 @@ async def test_a_held_lock_is_shown_not_raised(light_settings) -> None:
         assert app.return_code == int(screen.session.error.exit_code) == 75
     finally:
         lock.release()
+
+
+async def test_second_sigterm_aborts_and_releases_the_lock(light_settings) -> None:
+    from engine.errors import ExitCode
+
+    app = OpsConsoleApp(light_settings, job=SelftestJob(units=10_000, unit_seconds=0.05), gates_interval=None)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await screen.wait_for(lambda v: "selftest" in v.steps and v.steps["selftest"].done >= 1)
+        app.on_sigterm()  # what the loop's SIGTERM handler calls
+        assert screen.session.control.stop_requested
+        app.on_sigterm()  # the second one does not wait for the unit to finish
+        await pilot.pause()
+    assert app.session is not None and app.session.aborted
+    assert app.return_code == int(ExitCode.ABORTED)
+    # The runner's cleanup ran: no pid file, and the lock can be taken again.
+    assert not (light_settings.runtime / "selftest.pid").exists()
+    from engine.runner import job_lock
+
+    lock = job_lock(light_settings, "selftest")
+    lock.acquire()
+    lock.release()
+    done = json.loads((light_settings.runtime / "selftest.state.json").read_text())["done"]
+    assert 1 <= done < 10_000
