@@ -171,6 +171,8 @@ class JobScreen(Screen[None]):
             outcome = await run_job(s.job, s.settings, s.bus, s.control, handle_signals=False, resources=s.resources)
         except OpsError as exc:  # e.g. the lock is held by another runner: say so in the header
             error = exc
+        except Exception as exc:  # the runner itself broke: show it rather than hang in "running"
+            error = OpsError(redact(f"the job runner failed: {type(exc).__name__}: {exc}"))
         except asyncio.CancelledError:
             # A second SIGTERM (or leaving the app) cancels the job; run_job already left the
             # last checkpoint valid. Record it as aborted and let the cancellation through.
