@@ -10,6 +10,20 @@
   Postgres (failures shown and retried, never blocking). Stop and pause only happen between batches.
 * Every `mutation_wait_every` batches (live setting) we wait for our tables' pending mutations,
   bounded by a timeout and failing with the mutation's own failure text.
+
+Crash points (engine.crashpoints; OPSCONSOLE_CRASH_AT=name[:N], tests only — one environment lookup
+when unset). Batch N's checkpoint is saved in the background while batch N+1 is written, so each
+point is placed where its name holds no matter how that overlap falls:
+* `before_batch_write` — the next batch is taken, nothing of it written; the previous batch's
+  checkpoint may still be in flight (on disk: that checkpoint or the one before it).
+* `after_write_before_local_checkpoint` — the batch's rows are written; its checkpoint is not even
+  started (on disk: the previous batch's checkpoint or the one before it).
+* `between_local_and_remote_checkpoint` — inside the checkpoint save: the local file is replaced, the
+  Postgres mirror not yet written (it still holds an older checkpoint).
+* `during_mutation_wait` — inside the mutation wait, after a poll (every `mutation_wait_every`
+  batches and once at the end), before the batch's checkpoint is started.
+* `during_stop_handling` — a stop was requested and the batch loop is leaving at a boundary, before
+  the in-flight checkpoint has been awaited and before the final mirror retry.
 """
 
 from __future__ import annotations
@@ -22,6 +36,7 @@ from typing import Any
 
 import anyio
 
+from engine.crashpoints import crash_point
 from engine.enrichment import sql
 from engine.enrichment.checkpoint import (
     JOB_NAME, Cursor, RemoteCheckpoints, StepDCheckpoint, load_local, now_iso, save_local, state_path,
@@ -151,6 +166,7 @@ async def wait_mutations(ctx: JobContext, ch: ClickHouse, timeout_s: float) -> i
         if not first:
             first.append(len(pending))
         ctx.emit(MutationStatus(job=ctx.name, pending=len(pending), details=tuple(pending)))
+        crash_point("during_mutation_wait")
 
     try:
         from engine.enrichment.mutations import wait_for_mutations
@@ -290,6 +306,7 @@ async def run_step_d(
         await anyio.to_thread.run_sync(save_local, runtime, state)
         cur = state.cursor.model_dump() if state.cursor else {}
         ctx.emit(CheckpointSaved(job=ctx.name, step="D", where="local", cursor=cur, pairs_done=state.pairs_done, batch_idx=state.batch_idx))
+        crash_point("between_local_and_remote_checkpoint")
         if remote is None:
             return
         failures_before = remote.failures
@@ -339,6 +356,7 @@ async def run_step_d(
             if ctx.control.stop_requested or ctx.control.pause_requested:
                 await settle()
             if not await ctx.control.boundary():
+                crash_point("during_stop_handling")
                 await settle()
                 if remote is not None and remote.failures and last_saved:
                     await save(last_saved[-1], final=True)  # one more try so the mirror is current
@@ -349,6 +367,7 @@ async def run_step_d(
             batch = await _t(reader.take, cursor, size)
             if batch is None:
                 return None
+            crash_point("before_batch_write")
             try:
                 await anyio.to_thread.run_sync(write_batch, ch, strategy, batch.range)
             except Exception as exc:
@@ -359,6 +378,7 @@ async def run_step_d(
                     f"Step D batch {batch_idx + 1} failed; the checkpoint still points after pair {pairs_done:,}: {reason}",
                     hint="fix the cause, then `opsconsole enrich --step D --resume`",
                 ) from None
+            crash_point("after_write_before_local_checkpoint")
             cursor = batch.range.last
             pairs_done += batch.pairs
             batch_idx += 1
