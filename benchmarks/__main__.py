@@ -128,10 +128,18 @@ def main() -> None:
     ap.add_argument("--scale", default="seed", help="demo scale: small, medium or seed (the runbook's, default)")
     ap.add_argument("--classic-batches", type=int, default=15, help="classic strategy: measure this many batches and project")
     ap.add_argument("--write", type=Path, help="also write the report (markdown) to this file")
+    ap.add_argument("--only", choices=("enrichment", "pipeline"), help="run one part only")
+    ap.add_argument("--llm-latency", type=float, default=0.5, help="pipeline: mean seconds per loopback LLM call (default 0.5)")
     args = ap.parse_args()
     command = "uv run python -m benchmarks " + " ".join(sys.argv[1:])
     print(f"machine: {machine_line()}", flush=True)
-    rows = enrichment(args.scale, args.classic_batches)
+    rows: list[tuple[str, str, str]] = []
+    if args.only in (None, "enrichment"):
+        rows += enrichment(args.scale, args.classic_batches)
+    if args.only in (None, "pipeline"):
+        from benchmarks.pipeline import pipeline
+
+        rows += pipeline(args.llm_latency)
     report = render(rows, command.strip())
     print(report)
     if args.write:
