@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     ingestion_page_size: int = Field(100, ge=1, le=500, validation_alias=_alias("INGESTION_PAGE_SIZE"))
     pipeline_event_batch_size: int = Field(4, ge=1, le=256, validation_alias=_alias("PIPELINE_EVENT_BATCH_SIZE"))
     pipeline_debug_dump_dir: Path | None = Field(None, validation_alias=_alias("PIPELINE_DEBUG_DUMP_DIR"))
+    # `pipeline --worker`: how long a claim on an event lasts without renewal (renewed every third of it).
+    pipeline_worker_lease_s: float = Field(60.0, ge=1, le=3600, validation_alias=_alias("PIPELINE_WORKER_LEASE_S"))
 
     # Enrichment Step D
     batch_size: int = Field(300, ge=1, le=100_000, validation_alias=_alias("BATCH_SIZE"))

@@ -82,6 +82,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="where request/response dumps go (default PIPELINE_DEBUG_DUMP_DIR or runtime/debug-dumps)")
     p.add_argument("--no-debug-dump", action="store_true", help="write no debug dumps")
     p.add_argument("--summary-path", type=Path, metavar="FILE", help="also write the summary as JSON here")
+    w = p.add_argument_group(
+        "workers", "share one run between several processes or machines through one Postgres (SUPABASE_DB_URL / "
+        "POSTGRES_URL): the first --worker with a given set of options creates the run and queues its events; "
+        "workers started with the same options join that open run and claim events until none are left; the "
+        "last one finalizes the run. A worker that dies loses its claims when its lease runs out.")
+    w.add_argument("--worker", action="store_true", help="process a shared run as one of several workers")
+    w.add_argument("--run-id", metavar="ID", help="with --worker: join this open worker run (it must have the same options)")
+    w.add_argument("--worker-name", metavar="NAME",
+                   help="with --worker: label for this worker (logs, claims, runtime/pipeline-worker-NAME.*); "
+                   "needed for a second worker sharing a runtime dir on one machine")
+    w.add_argument("--lease-seconds", type=float, metavar="S",
+                   help="with --worker: claim lease, renewed every S/3 (default PIPELINE_WORKER_LEASE_S, 60); "
+                   "a dead worker's events are picked up after at most S seconds")
     add_job_args(p)
     p.set_defaults(func=run)
 
@@ -95,6 +108,7 @@ def options_from(args: argparse.Namespace):
         override_files=args.experiment_override_file, window_days=args.window_days, target_date=args.target_date,
         limit=args.limit, source=args.source, event_batch_size=args.event_batch_size, dry_run=args.dry_run,
         debug_dump_dir=args.debug_dump_dir, no_debug_dump=args.no_debug_dump, summary_path=args.summary_path,
+        run_id=args.run_id, worker=args.worker, worker_name=args.worker_name, lease_s=args.lease_seconds,
     )
 
 
@@ -118,8 +132,17 @@ def run(args: argparse.Namespace) -> int:
     from engine.pipeline.job import PipelineJob
     from engine.pipeline.summary import format_summary
 
+    from engine.errors import BadInput
+
+    if not args.worker and (args.run_id or args.worker_name or args.lease_seconds is not None):
+        raise BadInput("--run-id, --worker-name and --lease-seconds only apply with --worker")
     settings = settings_from(args)
-    job = PipelineJob(options_from(args))  # validates flags and overrides before anything starts
+    if args.worker:
+        from engine.pipeline.worker import PipelineWorkerJob
+
+        job: PipelineJob = PipelineWorkerJob(options_from(args))
+    else:
+        job = PipelineJob(options_from(args))  # validates flags and overrides before anything starts
     code = run_job_command(job, settings, args)
     if job.summary is not None:
         sys.stdout.write(format_summary(job.summary) + "\n")

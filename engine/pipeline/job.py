@@ -35,7 +35,7 @@ from engine.pipeline.experiments import (
     suite_availability,
 )
 from engine.pipeline.forecast import StrategyError, StrategyOutput, baseline_forecast
-from engine.pipeline.gamma import FetchResult, GammaClient, load_snapshot
+from engine.pipeline.gamma import FetchResult, GammaClient, Window, load_snapshot
 from engine.pipeline.normalize import EventGroup, NormalizationError, group_by_event, normalize_market
 from engine.pipeline.options import PipelineOptions, new_run_id
 from engine.pipeline.overrides import OverrideSet, build_override_set
@@ -95,13 +95,18 @@ class PipelineJob:
         return PipelineLive(experiment_overrides=list(self.options.experiment_overrides))
 
     # --- the run ---------------------------------------------------------------------------------
-    async def run(self, ctx: JobContext) -> None:
-        opts, settings = self.options, ctx.settings
-        self.ctx = ctx
+    def _select_available(self, ctx: JobContext) -> None:
+        opts = self.options
         self.selection = select(
             self.registry, suites=opts.suites, stage=opts.stage, include_research=opts.include_research,
-            include_forecast=opts.include_forecast, available=suite_availability(self.registry, settings),
+            include_forecast=opts.include_forecast, available=suite_availability(self.registry, ctx.settings),
         )
+
+    def _prepare(self, ctx: JobContext, window: Window | None = None, *, use_window: bool = False) -> None:
+        """Per-run state (stats, dumps, window) once the run id is known. Workers that join a run pass
+        the run's recorded window, so every worker (and an ingestion takeover) uses the same one."""
+        opts, settings = self.options, ctx.settings
+        self.ctx = ctx
         self.stats = stats = RunStats(self.run_id, opts.dry_run)
         for suite in self.selection.suites:
             st = stats.suite(suite)
@@ -110,7 +115,9 @@ class PipelineJob:
                 ctx.log(f"suite {suite} skipped: {st.skipped_reason}", level="WARNING")
         for exp in self.selection.experiments:
             self._exp_counts[exp.name] = {"ok": 0, "failed": 0, "reused": 0, "skipped": 0}
-        window = opts.window()
+        # One window per run, computed once: ingestion uses exactly the window the run records.
+        self.fixed_window = window if use_window else opts.window()
+        window = self.fixed_window
         self.window_desc = window.describe() if window else {"start": None, "end": None}
         dump_root = None if opts.no_debug_dump else (opts.debug_dump_dir or settings.debug_dump_dir)
         self.dumps = DumpWriter(Path(dump_root).expanduser().resolve() if dump_root else None, self.run_id)
@@ -118,6 +125,12 @@ class PipelineJob:
         ctx.log(f"run {self.run_id}: {len(self.selection.experiments)} experiment(s) selected: "
                 f"{', '.join(e.name for e in self.selection.experiments) or 'none'}"
                 + (" (dry run: nothing is written to the database)" if opts.dry_run else ""))
+
+    async def run(self, ctx: JobContext) -> None:
+        opts, settings = self.options, ctx.settings
+        self._select_available(ctx)
+        self._prepare(ctx)
+        stats = self.stats
 
         self.repo: PipelineRepository | None = None
         pg = None
@@ -211,11 +224,11 @@ class PipelineJob:
     async def _ingest(self, ctx: JobContext) -> list[EventGroup]:
         opts, settings, stats = self.options, ctx.settings, self.stats
         if opts.source is not None:
-            window = opts.window()
+            window = self.fixed_window
             fetched: FetchResult = await anyio.to_thread.run_sync(lambda: load_snapshot(opts.source, window, opts.limit))
             ctx.log(f"read {fetched.seen} market(s) from {opts.source}")
         else:
-            window = opts.window()
+            window = self.fixed_window
             assert window is not None
             client = GammaClient(
                 settings.polymarket_base_url, page_size=settings.ingestion_page_size, filters=settings.ingestion_filters,
@@ -305,14 +318,7 @@ class PipelineJob:
             raise
         except Exception as exc:  # a store error after its retries: this event fails, the run goes on
             failed = True
-            sink: list[dict[str, Any]] = []
-            for m in group.markets:
-                self._record_failure(m.market_id, f"event failed: {type(exc).__name__}: {exc}", True, None, group.event_key, "event", sink)
-            try:
-                if self.repo is not None:
-                    await self.repo.save_failures(sink)
-            except Exception:
-                pass
+            await self._event_crashed(group, exc)
         finally:
             self.stats.in_flight -= 1
             self.stats.events_done += 1
@@ -326,6 +332,16 @@ class PipelineJob:
                 await self.repo.heartbeat(self.run_id, self.stats.counts())
             except Exception as exc:
                 self.ctx.log(f"heartbeat failed: {redact(str(exc))}", level="WARNING")
+
+    async def _event_crashed(self, group: EventGroup, exc: Exception) -> None:
+        sink: list[dict[str, Any]] = []
+        for m in group.markets:
+            self._record_failure(m.market_id, f"event failed: {type(exc).__name__}: {exc}", True, None, group.event_key, "event", sink)
+        try:
+            if self.repo is not None:
+                await self.repo.save_failures(sink)
+        except Exception:
+            pass
 
     async def _process_event(self, group: EventGroup, configs: dict[str, dict[str, Any]], hashes: dict[str, str]) -> bool:
         """Returns True when something failed for this event."""

@@ -30,7 +30,11 @@ class PipelineOptions:
     debug_dump_dir: Path | None = None  # None: PIPELINE_DEBUG_DUMP_DIR or runtime/debug-dumps
     no_debug_dump: bool = False
     summary_path: Path | None = None
-    run_id: str | None = None
+    run_id: str | None = None  # with worker=True: join this open worker run
+    # `pipeline --worker`: share one run with other processes/machines through Postgres.
+    worker: bool = False
+    worker_name: str | None = None
+    lease_s: float | None = None  # None: PIPELINE_WORKER_LEASE_S (default 60)
     # HTTP tuning for Gamma (tests shorten the backoff; operators rarely need to).
     gamma_attempts: int = 6
     gamma_backoff_s: float = 0.5

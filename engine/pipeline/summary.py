@@ -110,6 +110,14 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  llm calls: {c.get('llm_calls', 0)}   tokens: {summary.get('tokens', 0)}   cost: ${summary.get('cost_usd', 0):.4f}",
         "  suites:",
     ]
+    if summary.get("mode") == "workers":
+        if summary.get("workers"):  # the finalizer's summary: the whole run
+            shares = ", ".join(f"{w} {v.get('events', 0)} event(s)/{v.get('llm_calls', 0)} call(s)"
+                               for w, v in summary["workers"].items())
+            lines.insert(1, f"  workers: {len(summary['workers'])}, finalized by {summary.get('finalized_by')} (this worker): {shares}")
+        else:
+            lines.insert(1, f"  worker {summary.get('worker')}: this worker's share; run status {summary.get('run_status')}"
+                         + (f", finalized by {summary['finalized_by']}" if summary.get("finalized_by") else ""))
     for name, s in summary.get("suites", {}).items():
         if s.get("skipped_reason"):
             lines.append(f"    {name:<10} skipped: {s['skipped_reason']}")
