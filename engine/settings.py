@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     clickhouse_password: SecretStr | None = Field(None, validation_alias=_alias("CLICKHOUSE_PASSWORD"))
     clickhouse_database: str = Field("opsconsole", validation_alias=_alias("CLICKHOUSE_DATABASE"))
     clickhouse_secure: bool = Field(False, validation_alias=_alias("CLICKHOUSE_SECURE"))
+    # Self-hosted cluster: DDL is sent ON CLUSTER to Replicated* tables; mutation waits read every replica.
+    clickhouse_cluster: str | None = Field(None, validation_alias=_alias("CLICKHOUSE_CLUSTER"))
     # Embedded chDB data directory (default runtime/clickhouse). chDB holds one path per process.
     clickhouse_path: Path | None = Field(None, validation_alias=_alias("CLICKHOUSE_PATH"))
 

@@ -88,6 +88,9 @@ class ClickHouse:
     """Shared interface. Subclasses implement `_query`, `_command`, `_insert`."""
 
     backend = "?"
+    # CLICKHOUSE_CLUSTER (server backend only): DDL goes ON CLUSTER to Replicated tables, mutation
+    # waits read every replica. See engine/stores/clickhouse_cluster.py.
+    cluster: str | None = None
 
     def __init__(self, database: str) -> None:
         ident(database)
@@ -97,13 +100,24 @@ class ClickHouse:
     # Statements name tables as `$db.table`: the database is a validated identifier substituted
     # here, because chDB's "current database" is shared by every user of the process.
     def sql(self, text: str) -> str:
-        return text.replace("$db.", f"{ident(self.database)}.")
+        text = text.replace("$db.", f"{ident(self.database)}.")
+        if self.cluster:
+            from engine.stores.clickhouse_cluster import replica_wide_mutations
+
+            text = replica_wide_mutations(text, self.cluster)
+        return text
 
     def query(self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> QueryResult:
         return self._query(self.sql(sql), params or {}, settings or {})
 
     def command(self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> None:
-        self._command(self.sql(sql), params or {}, settings or {})
+        text = self.sql(sql)
+        if self.cluster:
+            from engine.stores.clickhouse_cluster import mutation_settings, on_cluster
+
+            text = on_cluster(text, self.cluster)
+            settings = {**mutation_settings(text), **(settings or {})}
+        self._command(text, params or {}, settings or {})
 
     def insert_rows(self, table: str, columns: list[str], rows: list[tuple[Any, ...]] | list[list[Any]]) -> None:
         if rows:
@@ -328,9 +342,15 @@ class HttpClickHouse(ClickHouse):
             kwargs["host"] = settings.clickhouse_host
             if settings.clickhouse_port:
                 kwargs["port"] = settings.clickhouse_port
+        self.cluster = settings.clickhouse_cluster or None
+        create_db = f"CREATE DATABASE IF NOT EXISTS {ident(database)}"
+        if self.cluster:
+            from engine.stores.clickhouse_cluster import on_cluster
+
+            create_db = on_cluster(create_db, self.cluster)  # validates the name before connecting
         try:
             self.client = clickhouse_connect.get_client(**kwargs)
-            self.client.command(f"CREATE DATABASE IF NOT EXISTS {ident(database)}")
+            self.client.command(create_db)
             self.client.database = database
         except Exception as exc:
             raise StoreUnavailable(
@@ -369,6 +389,9 @@ def open_clickhouse(settings: Settings, database: str | None = None) -> ClickHou
     """Blocking; call from a worker thread in async code (see `aopen_clickhouse`)."""
     db = database or settings.clickhouse_database
     if settings.clickhouse_embedded:
+        if settings.clickhouse_cluster:
+            raise BadInput("CLICKHOUSE_CLUSTER needs a ClickHouse server (CLICKHOUSE_URL or CLICKHOUSE_HOST); "
+                           "the embedded chDB is one node")
         return ChdbClickHouse(settings.clickhouse_dir, db)
     return HttpClickHouse(settings, db)
 
