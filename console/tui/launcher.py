@@ -60,11 +60,17 @@ def _enrichment(steps: list[str], resume: bool) -> Callable[[Settings], Any]:
     return make
 
 
-def _pipeline_dry_run(settings: Settings) -> Any:
-    from engine.pipeline.job import PipelineJob, PipelineOptions
+def _pipeline_dry_run(offline: bool) -> Callable[[Settings], Any]:
+    def make(settings: Settings) -> Any:
+        from engine.pipeline import SAMPLE_MARKETS
+        from engine.pipeline.job import PipelineJob, PipelineOptions
 
-    # The summary file is what the launcher shows as "last pipeline summary".
-    return PipelineJob(PipelineOptions(dry_run=True, limit=5, summary_path=settings.runtime / "pipeline-summary.json"))
+        # The summary file is what the launcher shows as "last pipeline summary". Offline, the
+        # bundled Gamma snapshot stands in for the API (it includes two broken markets).
+        return PipelineJob(PipelineOptions(dry_run=True, limit=5, source=SAMPLE_MARKETS if offline else None,
+                                           summary_path=settings.runtime / "pipeline-summary.json"))
+
+    return make
 
 
 @dataclass(frozen=True)
@@ -85,8 +91,10 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("step-e", "Step E", "resolution accuracy per wallet (needs Step D complete)", "engine.enrichment.job",
           _enrichment(["E"], False)),
     Entry("gates", "Gates", "compute the five validation gates now", "engine.enrichment.gates", None),
-    Entry("pipeline", "Pipeline dry run", "fetch a few markets, run the suites, print the summary; no writes",
-          "engine.pipeline.job", _pipeline_dry_run),
+    Entry("pipeline", "Pipeline dry run", "fetch a few markets from Gamma, run the suites, print the summary; no writes",
+          "engine.pipeline.job", _pipeline_dry_run(offline=False)),
+    Entry("pipeline-sample", "Pipeline dry run (sample)", "the same on the bundled market snapshot: no network needed",
+          "engine.pipeline.job", _pipeline_dry_run(offline=True)),
     Entry("selftest", "Selftest", "a small job that exercises pause/resume/stop and checkpoints; no stores",
           "engine.jobs.selftest", _selftest),
 )
