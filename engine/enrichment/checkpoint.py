@@ -169,7 +169,9 @@ class RemoteCheckpoints:
                 await pg.execute(UPSERT, params)
         except Exception as exc:  # any failure of the mirror is reported, never fatal
             self.failures += 1
-            self.last_error = redact(f"{type(exc).__name__}: {exc}".strip()) or type(exc).__name__
+            detail = str(exc) or (f"no answer from Postgres within {self.timeout_s * 2:g}s"
+                                  if isinstance(exc, TimeoutError) else "")  # TimeoutError has no text of its own
+            self.last_error = redact(f"{type(exc).__name__}: {detail}".strip()) or type(exc).__name__
             if self._owned and self.pg is not None and self.failures >= 3:
                 # A pool that keeps failing is rebuilt (e.g. the server moved or restarted).
                 await self._drop()

@@ -18,8 +18,8 @@ point is placed where its name holds no matter how that overlap falls:
   checkpoint may still be in flight (on disk: that checkpoint or the one before it).
 * `after_write_before_local_checkpoint` — the batch's rows are written; its checkpoint is not even
   started (on disk: the previous batch's checkpoint or the one before it).
-* `between_local_and_remote_checkpoint` — inside the checkpoint save: the local file is replaced, the
-  Postgres mirror not yet written (it still holds an older checkpoint).
+* `between_local_and_remote_checkpoint` — the mirror task is about to write checkpoint N to Postgres:
+  the local file holds N (or, the loop having moved on, a newer one); Postgres still holds N-1.
 * `during_mutation_wait` — inside the mutation wait, after a poll (every `mutation_wait_every`
   batches and once at the end), before the batch's checkpoint is started.
 * `during_stop_handling` — a stop was requested and the batch loop is leaving at a boundary, before
@@ -299,6 +299,13 @@ async def run_step_d(
         )
 
     last_saved: list[StepDCheckpoint] = []
+    # The Postgres mirror runs in a task of its own, fed in checkpoint order: a slow or unreachable
+    # server (a restart, a network cut: each attempt can take its full timeout) never holds the batch
+    # loop or the local checkpoints. While it is failing it skips to the newest state (one success
+    # catches it up). Stop, failure and the end drain it; the final checkpoint is mirrored inline.
+    to_mirror, mirror_queue = anyio.create_memory_object_stream[StepDCheckpoint](math.inf)
+    if remote is None:
+        mirror_queue.close()
 
     async def save(state: StepDCheckpoint, final: bool = False) -> None:
         last_saved[:] = [state]
@@ -306,9 +313,27 @@ async def run_step_d(
         await anyio.to_thread.run_sync(save_local, runtime, state)
         cur = state.cursor.model_dump() if state.cursor else {}
         ctx.emit(CheckpointSaved(job=ctx.name, step="D", where="local", cursor=cur, pairs_done=state.pairs_done, batch_idx=state.batch_idx))
-        crash_point("between_local_and_remote_checkpoint")
         if remote is None:
             return
+        if final:
+            await mirror(state, final=True)
+        else:
+            to_mirror.send_nowait(state)
+
+    async def mirror_loop() -> None:
+        async with mirror_queue:
+            async for state in mirror_queue:
+                while remote is not None and remote.failures:  # behind: only the newest state matters
+                    try:
+                        state = mirror_queue.receive_nowait()
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                await mirror(state)
+
+    async def mirror(state: StepDCheckpoint, final: bool = False) -> None:
+        assert remote is not None
+        crash_point("between_local_and_remote_checkpoint")
+        cur = state.cursor.model_dump() if state.cursor else {}
         failures_before = remote.failures
         error = await remote.save(state, final=final)
         if error is None:
@@ -358,8 +383,6 @@ async def run_step_d(
             if not await ctx.control.boundary():
                 crash_point("during_stop_handling")
                 await settle()
-                if remote is not None and remote.failures and last_saved:
-                    await save(last_saved[-1], final=True)  # one more try so the mirror is current
                 ctx.log(f"stopped at a batch boundary after pair {pairs_done:,} of {total:,}; checkpoint saved — "
                         "continue with `opsconsole enrich --step D --resume`", step="D")
                 return StepDResult("stopped", pairs_done, total, batches_run, rows_written, time.monotonic() - started, strategy)
@@ -397,11 +420,14 @@ async def run_step_d(
     stopped: StepDResult | None = None
     try:
         async with anyio.create_task_group() as tg:
+            if remote is not None:
+                tg.start_soon(mirror_loop)
             try:
                 stopped = await batches(tg)
             except Exception as exc:  # raised outside the task group, unwrapped, once checkpoints landed
                 failure.append(exc)
             await settle()
+            to_mirror.close()  # the mirror writes what is queued, then ends (the task group waits for it)
     except BaseExceptionGroup as group:  # a background checkpoint write failed
         if len(group.exceptions) == 1 and isinstance(group.exceptions[0], Exception):
             raise group.exceptions[0] from None
@@ -409,6 +435,8 @@ async def run_step_d(
     if failure:
         raise failure[0]
     if stopped is not None:
+        if remote is not None and remote.failures and last_saved:
+            await mirror(last_saved[-1], final=True)  # one more try so the mirror is current
         return stopped
 
     # Complete only when every mutation has landed (classic mutations run asynchronously on a server).

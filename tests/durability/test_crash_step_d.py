@@ -32,8 +32,10 @@ def _expected_on_disk(point: str, nth: int) -> tuple[set[int], int | None]:
         return {(nth - 2) * BATCH, (nth - 1) * BATCH}, None
     if point == "after_write_before_local_checkpoint":  # batch nth written, its checkpoint not started
         return {(nth - 2) * BATCH, (nth - 1) * BATCH}, None
-    if point == "between_local_and_remote_checkpoint":  # checkpoint nth local only; nth-1 mirrored
-        return {nth * BATCH}, (nth - 1) * BATCH
+    if point == "between_local_and_remote_checkpoint":
+        # The mirror task is about to write checkpoint nth: Postgres holds nth-1; the local file nth,
+        # or a later one when the batch loop ran ahead of the mirror.
+        return set(range(nth * BATCH, 206, BATCH)), (nth - 1) * BATCH
     if point == "during_mutation_wait":  # after batch nth*WAIT_EVERY is written
         k = nth * WAIT_EVERY
         return {(k - 2) * BATCH, (k - 1) * BATCH}, None
