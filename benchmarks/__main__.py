@@ -111,6 +111,22 @@ def enrichment(scale: str, classic_batches: int) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _script(module: str, *args: str) -> str:
+    out = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=_env(Path(tempfile.mkdtemp())),
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{module} failed:\n{out.stderr[-3000:]}")
+    return out.stdout.strip().splitlines()[-1]
+
+
+def console() -> list[tuple[str, str, str]]:
+    return [
+        ("console: key press → PAUSING in the header, during Step D (Pilot)", _script("benchmarks.console_pause", "8"), "≤ 100 ms"),
+        ("console: log pane with 200,000 lines", _script("benchmarks.console_log", "200000"), "stays responsive"),
+        ("console: Step D in the TUI vs headless", _script("benchmarks.console_ratio", "medium"), "ratio ≤ 1.1"),
+    ]
+
+
 def render(rows: list[tuple[str, str, str]], command: str) -> str:
     lines = [
         f"machine: {machine_line()}",
@@ -128,7 +144,7 @@ def main() -> None:
     ap.add_argument("--scale", default="seed", help="demo scale: small, medium or seed (the runbook's, default)")
     ap.add_argument("--classic-batches", type=int, default=15, help="classic strategy: measure this many batches and project")
     ap.add_argument("--write", type=Path, help="also write the report (markdown) to this file")
-    ap.add_argument("--only", choices=("enrichment", "pipeline"), help="run one part only")
+    ap.add_argument("--only", choices=("enrichment", "pipeline", "console"), help="run one part only")
     ap.add_argument("--llm-latency", type=float, default=0.5, help="pipeline: mean seconds per loopback LLM call (default 0.5)")
     args = ap.parse_args()
     command = "uv run python -m benchmarks " + " ".join(sys.argv[1:])
@@ -140,6 +156,8 @@ def main() -> None:
         from benchmarks.pipeline import pipeline
 
         rows += pipeline(args.llm_latency)
+    if args.only in (None, "console"):
+        rows += console()
     report = render(rows, command.strip())
     print(report)
     if args.write:

@@ -1,6 +1,6 @@
 """Benchmark (not a test): the log pane with hundreds of thousands of lines.
 
-    uv run python tests/tui/bench_log_pane.py [lines]
+    uv run python -m benchmarks.console_log [lines]
 
 Publishes N log lines on the bus in bursts (as a chatty job would), waits until the console has
 folded them all in, then changes the filter twice. Prints wall times and the process CPU share.

@@ -1,6 +1,6 @@
 """Benchmark (not a test): key press -> "PAUSING" in the header, during a real Step D.
 
-    uv run python tests/tui/bench_pause_latency.py [rounds]
+    uv run python -m benchmarks.console_pause [rounds]
 
 Runs Step D on the medium demo data (batch size 20, so the job is busy writing) under Pilot,
 sends the `p` key through the driver the way a terminal would, and measures the time until the
