@@ -329,3 +329,51 @@ async def _wait(cond: Any, seconds: float = 90) -> bool:
             return True
         await anyio.sleep(0.05)
     return False
+
+
+async def test_ingesting_worker_killed_before_queueing_another_takes_over(pg_url, gamma, openai_app, tmp_path):
+    """The creator dies while fetching from Gamma: nothing is queued, its ingestion lease runs out,
+    and a worker started with the same options (it joins the open run) ingests and finishes it."""
+    gamma.markets = many_events(3)
+    entered, release = threading.Event(), threading.Event()
+    serve = type(gamma).__call__
+
+    def hang_first(self: Any, *a: Any) -> Any:
+        if not release.is_set():
+            entered.set()
+            release.wait(60)
+        return serve(self, *a)
+
+    gamma.__class__ = type("HangingGamma", (type(gamma),), {"__call__": hang_first})
+
+    def start(i: int) -> subprocess.Popen[str]:
+        env = subprocess_env(
+            OPSCONSOLE_RUNTIME_DIR=str(tmp_path / f"rt{i}"), SUPABASE_DB_URL=pg_url, POLYMARKET_BASE_URL=gamma.url,
+            OPENAI_API_KEY=OPENAI_KEY, OPENAI_BASE_URL=openai_app.url + "/v1", PIPELINE_WORKER_LEASE_S="2",
+        )
+        args = [*OPSCONSOLE, "pipeline", "--worker", "--no-ui", "--suite", "baseline", "--suite", "openai",
+                "--window-days", "30", *[a for o in OPENAI_FAST for a in ("--experiment-override", o)]]
+        return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    creator = start(0)
+    second = None
+    try:
+        assert await _wait(entered.is_set), "the first worker never called Gamma"
+        (ingest_by,), = rows(pg_url, "SELECT ingest_by FROM processing_runs")
+        creator.send_signal(signal.SIGKILL)
+        creator.wait(30)
+        release.set()
+        second = start(1)
+        out, err = await anyio.to_thread.run_sync(lambda: second.communicate(timeout=120))
+        assert second.returncode == 0, err[-3000:]
+    finally:
+        release.set()
+        for p in (creator, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(10)
+    run_id, finalized_by = assert_complete_run(pg_url, 3)
+    (new_ingest_by,), = rows(pg_url, "SELECT ingest_by FROM processing_runs")
+    assert new_ingest_by == finalized_by != ingest_by and str(creator.pid) in ingest_by
+    assert openai_app.calls == {"research": 3, "forecast": 3}
+    assert "finalized by" in out and run_id in out
