@@ -13,9 +13,7 @@ import json
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from engine.errors import BadInput, OpsError
+from engine.gamma_payloads import decode_json_list, retry_after_seconds
 from engine.redact import redact
 
 # Gamma publishes 300 req / 10 s for /markets; stay comfortably below it.
@@ -47,17 +46,11 @@ class _Retryable(Exception):
 
 
 def _json_list(value: Any) -> list[Any]:
-    """Gamma encodes some lists as JSON strings ("[\"Yes\", \"No\"]"); accept both forms."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise ValueError(f"not a JSON-encoded list: {value[:60]!r}") from None
-    if not isinstance(value, list):
-        raise ValueError(f"expected a list, got {type(value).__name__}")
-    return value
+    """Gamma's string-encoded lists ("[\"Yes\", \"No\"]"), or real lists; [] when absent."""
+    try:
+        return decode_json_list(value) or []
+    except ValueError as exc:
+        raise ValueError(f"list {exc}") from None
 
 
 class GammaMarket(BaseModel):
@@ -152,23 +145,6 @@ def parse_markets(payload: Any, report: FetchReport) -> None:
             report.malformed.append((where, f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"))
 
 
-def _retry_after_seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
 class MarketSource(Protocol):
     """Where Step A and Step C get markets: live Gamma or an offline snapshot."""
 
@@ -241,7 +217,7 @@ class GammaClient:
                 except httpx.TransportError as exc:
                     raise _Retryable(f"cannot reach {self.base_url}: {exc or type(exc).__name__}") from None
             if resp.status_code == 429:
-                raise _Retryable("429 Too Many Requests", _retry_after_seconds(resp.headers.get("Retry-After")))
+                raise _Retryable("429 Too Many Requests", retry_after_seconds(resp.headers.get("Retry-After")))
             if resp.status_code >= 500:
                 raise _Retryable(f"HTTP {resp.status_code} from Gamma")
             if resp.status_code >= 400:

@@ -14,7 +14,6 @@ import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from engine.errors import BadInput, OpsError
+from engine.gamma_payloads import retry_after_seconds
 from engine.redact import redact
 
 RATE_LIMIT_REQUESTS = 250  # per RATE_LIMIT_PERIOD_S; Gamma allows 300 per 10 s on /markets
@@ -42,20 +42,7 @@ class _Retryable(Exception):
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, min(float(value), MAX_RETRY_AFTER_S))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, min((when - datetime.now(timezone.utc)).total_seconds(), MAX_RETRY_AFTER_S))
+    return retry_after_seconds(value, MAX_RETRY_AFTER_S)
 
 
 def _param_value(value: Any) -> Any:

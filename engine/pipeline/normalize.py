@@ -7,10 +7,11 @@ is the first element of `events`. Anything that does not add up (lengths differ,
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from engine.gamma_payloads import decode_json_list
 
 
 class NormalizationError(ValueError):
@@ -72,18 +73,12 @@ class EventGroup:
 
 
 def _decode_list(raw: dict[str, Any], key: str, required: bool) -> list[Any] | None:
-    value = raw.get(key)
-    if value is None or value == "":
-        if required:
-            raise NormalizationError(f"{key} is missing")
-        return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise NormalizationError(f"{key} is not valid JSON: {value[:60]!r}") from None
-    if not isinstance(value, list):
-        raise NormalizationError(f"{key} must be a list, got {type(value).__name__}")
+    try:
+        value = decode_json_list(raw.get(key))
+    except ValueError as exc:
+        raise NormalizationError(f"{key} {exc}") from None
+    if value is None and required:
+        raise NormalizationError(f"{key} is missing")
     return value
 
 
