@@ -8,13 +8,15 @@ statement passes through these pure functions on its way out (engine/stores/clic
 * MergeTree-family engines become their Replicated* form with no arguments: the server's
   `default_replica_path` / `default_replica_name` (default `/clickhouse/tables/{uuid}/{shard}`,
   `{replica}`) name the Keeper path, and `ON CLUSTER` gives every replica the same table UUID.
-  Memory and Join tables stay per node (they cannot be replicated).
+  Memory and Join tables, and tables filled by `CREATE ... AS SELECT`, are a job's helpers and stay
+  on the node that runs the job (no ON CLUSTER, engine unchanged).
 * Mutations (`ALTER TABLE ... UPDATE/DELETE`, lightweight `UPDATE`, `ALTER ... ADD COLUMN`) on
   Replicated tables are replicated through Keeper by ClickHouse itself; they are sent as they are.
 * A classic mutation that calls `joinGet` reads a per-node Join table, which ClickHouse treats as
   non-deterministic on Replicated tables and refuses unless `allow_nondeterministic_mutations = 1`;
-  `mutation_settings` sets it. Caveat (documented in docs/scaling-out.md): each replica evaluates a
-  classic mutation itself, against its own Join table.
+  `mutation_settings` sets it. Each replica evaluates a classic mutation itself; the Join table
+  exists only on the job's node, so on other replicas such a mutation fails (loudly, through the
+  replica-wide wait) rather than reading an empty copy. docs/scaling-out.md says what to use instead.
 * `system.mutations` is per replica: the mutation wait reads
   `clusterAllReplicas(<name>, system.mutations)`, so a mutation is pending while any replica has
   not finished it, and a failure on any replica stops the wait.
@@ -36,6 +38,8 @@ _TAIL_FORMS = re.compile(r"^\s*(?:EXCHANGE\s+TABLES|RENAME\s+TABLE)\s", re.IGNOR
 _ENGINE = re.compile(
     r"\bENGINE\s*=\s*(MergeTree|ReplacingMergeTree|SummingMergeTree|AggregatingMergeTree|CollapsingMergeTree|"
     r"VersionedCollapsingMergeTree)\b(\s*\(([^()]*)\))?", re.IGNORECASE)
+_NODE_LOCAL = re.compile(r"\bENGINE\s*=\s*(?:Join|Memory|Set)\b", re.IGNORECASE)
+_AS_SELECT = re.compile(r"\bAS\s*\(?\s*(?:SELECT|WITH)\b", re.IGNORECASE)
 _CLASSIC_MUTATION = re.compile(r"^\s*ALTER\s+TABLE\s+\S+\s+(?:ON\s+CLUSTER\s+\S+\s+)?(?:UPDATE|DELETE)\b", re.IGNORECASE | re.DOTALL)
 _MUTATIONS_FROM = re.compile(r"\bFROM\s+system\.mutations\b", re.IGNORECASE)
 
@@ -62,6 +66,13 @@ def on_cluster(statement: str, cluster: str) -> str:
     if m:
         if re.search(r"\bTEMPORARY\b", m.group(1), re.IGNORECASE):
             return statement  # session-local by definition
+        if re.search(r"\bTABLE\b", m.group(1), re.IGNORECASE) and (_NODE_LOCAL.search(statement) or _AS_SELECT.search(statement)):
+            # A job's helper table (a Join for joinGet, a Memory table, one filled by CREATE ... AS
+            # SELECT) lives on the node that runs the job. Creating it ON CLUSTER would leave empty
+            # copies on the other nodes, and a classic mutation replayed there would silently read
+            # them; node-local, such a mutation fails loudly on the other replicas instead (the
+            # replica-wide mutation wait reports it).
+            return statement
         out = statement[: m.end()] + f" ON CLUSTER {name}" + statement[m.end():]
         return _ENGINE.sub(replicated_engine, out)
     m = _DROP_TRUNCATE.match(statement)

@@ -112,8 +112,15 @@ def test_cluster_ddl_goes_on_cluster_to_replicated_engines() -> None:
     assert on_cluster("TRUNCATE TABLE db.t", "prod") == "TRUNCATE TABLE db.t ON CLUSTER `prod`"
     assert on_cluster("EXCHANGE TABLES db.a AND db.b", "prod") == "EXCHANGE TABLES db.a AND db.b ON CLUSTER `prod`"
     assert on_cluster("CREATE DATABASE IF NOT EXISTS `x`", "prod") == "CREATE DATABASE IF NOT EXISTS `x` ON CLUSTER `prod`"
-    join = on_cluster("CREATE TABLE db.j (k String, v String) ENGINE = Join(ANY, LEFT, k)", "prod")
-    assert join == "CREATE TABLE db.j ON CLUSTER `prod` (k String, v String) ENGINE = Join(ANY, LEFT, k)"
+    # a job's helper tables stay on the job's node: Join/Memory engines, CREATE ... AS SELECT
+    for helper in ("CREATE TABLE db.j (k String, v String) ENGINE = Join(ANY, LEFT, k)",
+                   "CREATE TABLE db.m ENGINE = Memory AS SELECT 1 AS x",
+                   "CREATE TABLE db.y ENGINE = MergeTree ORDER BY k AS SELECT k FROM db.t",
+                   esql.PAYOUTS_CREATE.replace("$db.", "db.")):
+        assert on_cluster(helper, "prod") == helper
+    # a structure clone (Step E's build table) is a real table: on every node, replicated like its source
+    clone = on_cluster("CREATE TABLE db.outcomes_build AS db.outcomes", "prod")
+    assert clone == "CREATE TABLE db.outcomes_build ON CLUSTER `prod` AS db.outcomes"
     # mutations replicate through Keeper by themselves: sent unchanged; already-clustered text unchanged
     update = "ALTER TABLE db.trades_raw UPDATE is_resolved = 0 WHERE 1"
     assert on_cluster(update, "prod") == update
@@ -137,7 +144,7 @@ def test_cluster_mutation_settings_and_replica_wide_mutation_wait() -> None:
 def test_cluster_statements_parse_in_the_real_clickhouse_parser(ch) -> None:
     statements = [on_cluster(s, "prod") for s in _ddl(ch.database)]
     statements += [on_cluster(s, "prod") for s in ("DROP TABLE IF EXISTS db.t", "TRUNCATE TABLE db.t",
-                                                   "EXCHANGE TABLES db.a AND db.b")]
+                                                   "EXCHANGE TABLES db.a AND db.b", esql.OUTCOMES_CREATE_BUILD.replace("$db.", "db."))]
     statements += [replica_wide_mutations(mutations_mod._PENDING_SQL.replace("{table_filter}", ""), "prod")]
     for statement in statements:
         # formatQuery runs ClickHouse's own parser and fails on a syntax error; nothing is executed.
