@@ -22,8 +22,8 @@ point is placed where its name holds no matter how that overlap falls:
   the local file holds N (or, the loop having moved on, a newer one); Postgres still holds N-1.
 * `during_mutation_wait` — inside the mutation wait, after a poll (every `mutation_wait_every`
   batches and once at the end), before the batch's checkpoint is started.
-* `during_stop_handling` — a stop was requested and the batch loop is leaving at a boundary, before
-  the in-flight checkpoint has been awaited and before the final mirror retry.
+* `during_stop_handling` — a stop was requested, the last checkpoint has landed locally and the loop
+  is leaving at a batch boundary: before the mirror is drained, the final mirror retry and the exit.
 """
 
 from __future__ import annotations
