@@ -8,7 +8,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from console.commands import add_job_args, run_job_command, settings_from
+from console.commands import add_job_args, positive_int, run_job_command, settings_from
 
 WINDOW_HELP = (
     "close-date window (UTC), sent to Gamma as end_date_min/end_date_max: --window-days N takes markets whose "
@@ -23,16 +23,6 @@ def _date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return value
 
 
 def _non_negative(text: str) -> int:
@@ -57,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="markets closing between now (UTC) and now + N days (default 7)")
     win.add_argument("--target-date", type=_date, metavar="YYYY-MM-DD",
                      help="markets closing on this UTC day: 00:00:00Z .. 23:59:59Z")
-    p.add_argument("--limit", type=_positive, metavar="N", help="stop after N distinct markets")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="stop after N distinct markets")
     p.add_argument("--source", type=Path, metavar="FILE",
                    help="read a saved Gamma /markets snapshot (JSON list) instead of calling the API")
     p.add_argument("--suite", action="append", metavar="ID", help="run only this suite (repeatable): baseline, openai, gemini")
@@ -74,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(typed: true/false/null, numbers, \"quoted\", [lists]); repeatable; wins over files")
     p.add_argument("--experiment-override-file", action="append", default=[], type=Path, metavar="FILE",
                    help="JSON object {experiment name: {config}}; repeatable, later files win")
-    p.add_argument("--event-batch-size", type=_positive, metavar="N",
+    p.add_argument("--event-batch-size", type=positive_int, metavar="N",
                    help="at most N events in flight at once (sliding window); default PIPELINE_EVENT_BATCH_SIZE (4)")
     p.add_argument("--dry-run", action="store_true",
                    help="run the strategies and print the summary, but write nothing to the database")
