@@ -55,12 +55,20 @@ async def _t(fn: Any, *args: Any) -> Any:
 
 
 # --- inputs -------------------------------------------------------------------------------------
-def input_fingerprint(ch: ClickHouse) -> str:
-    """Changes when any trade column the P&L depends on, or any valid resolution, changes."""
-    t = ch.query(sql.FINGERPRINT_TRADES).rows[0]
+FINGERPRINT_V2 = "fp2:sha256:"
+FINGERPRINT_V1 = "sha256:"
+
+
+def input_fingerprint(ch: ClickHouse, like: str | None = None) -> str:
+    """Changes when any trade column the P&L depends on, or any valid resolution, changes.
+
+    `like`: a checkpoint's fingerprint; one written by an older build (version 1) is recomputed the
+    old way so the comparison means the same thing."""
+    v1 = like is not None and like.startswith(FINGERPRINT_V1)
+    t = ch.query(sql.FINGERPRINT_TRADES_V1 if v1 else sql.FINGERPRINT_TRADES).rows[0]
     r = ch.query(sql.FINGERPRINT_RESOLUTIONS).rows[0]
     text = f"trades:{t[0]}:{t[1]}|resolutions:{r[0]}:{r[1]}"
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:24]
+    return (FINGERPRINT_V1 if v1 else FINGERPRINT_V2) + hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def freeze_worklist(ch: ClickHouse, fingerprint: str) -> int:
@@ -137,6 +145,10 @@ class WorklistReader:
                 self.buffer = self.buffer[self.pos:] + [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
                 self.pos = 0
                 self.read_to = (self.buffer[-1][0], self.buffer[-1][1])
+
+    def buffered(self, size: int) -> bool:
+        """True when `take(size)` needs no query (the loop then skips the worker thread)."""
+        return self.exhausted or len(self.buffer) - self.pos >= size
 
     def take(self, cursor: tuple[str, str] | None, size: int) -> Batch | None:
         self._fill(size)
@@ -233,8 +245,6 @@ async def run_step_d(
     runtime = ctx.settings.runtime
     await _t(ensure_schema, ch)
     ctx.progress("D", 0, None, unit="pairs")
-    ctx.log("fingerprinting inputs (trades, valid resolutions)", step="D")
-    fingerprint = await _t(input_fingerprint, ch)
 
     cp: StepDCheckpoint | None = None
     where = str(state_path(runtime))
@@ -256,6 +266,9 @@ async def run_step_d(
         if old is not None and old.status != "done":
             ctx.log(f"starting fresh: the previous checkpoint (pairs_done={old.pairs_done}) is replaced; "
                     "use --resume to continue a stopped run", level="WARNING", step="D")
+
+    ctx.log("fingerprinting inputs (trades, valid resolutions)", step="D")
+    fingerprint = await _t(input_fingerprint, ch, cp.fingerprint if cp is not None else None)
 
     if cp is not None and cp.status == "done" and cp.fingerprint == fingerprint:
         missing = await _t(step_d_missing, ch)
@@ -387,7 +400,7 @@ async def run_step_d(
                         "continue with `opsconsole enrich --step D --resume`", step="D")
                 return StepDResult("stopped", pairs_done, total, batches_run, rows_written, time.monotonic() - started, strategy)
             size = ctx.control.live.batch_size
-            batch = await _t(reader.take, cursor, size)
+            batch = reader.take(cursor, size) if reader.buffered(size) else await _t(reader.take, cursor, size)
             if batch is None:
                 return None
             crash_point("before_batch_write")

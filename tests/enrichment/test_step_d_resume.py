@@ -9,7 +9,7 @@ import pytest
 from engine.enrichment.checkpoint import state_path
 from engine.enrichment.demo import generate_demo
 from engine.enrichment.job import EnrichmentJob
-from engine.enrichment.stepd import pnl_checksum
+from engine.enrichment.stepd import input_fingerprint, pnl_checksum
 from engine.errors import ExitCode
 from engine.events import CheckpointSaved, JobState, Progress
 from tests.enrichment.conftest import run_enrichment
@@ -47,7 +47,7 @@ def test_stop_then_resume_gives_the_identical_table(settings, ch, resume_batch_s
     # started while checkpoint 3 was being written. Whole batches either way.
     assert state["status"] == "running" and state["batch_idx"] in (3, 4)
     assert state["pairs_done"] == state["batch_idx"] * 23
-    assert state["cursor"]["wallet_address"] and state["fingerprint"].startswith("sha256:")
+    assert state["cursor"]["wallet_address"] and state["fingerprint"].startswith("fp2:sha256:")
     # what the checkpoint says is done, is done; nothing after the cursor was touched
     done_rows = ch.scalar(
         "SELECT count() FROM $db.trades_raw WHERE (wallet_address, condition_id) <= ({w:String}, {c:String}) AND is_resolved = 1",
@@ -83,6 +83,32 @@ def test_resume_refuses_when_inputs_changed(settings, ch) -> None:
     assert outcome.state is JobState.FAILED and outcome.exit_code == ExitCode.BAD_INPUT
     assert "inputs changed" in outcome.error and "without --resume" in outcome.error
     assert state_path(settings.runtime).read_text() == before  # nothing written
+
+
+@pytest.mark.parametrize("inputs_changed", [False, True])
+def test_checkpoint_from_an_older_build_keeps_its_fingerprint_version(settings, ch, inputs_changed) -> None:
+    """Version-1 fingerprints (text-formatted decimals) are recomputed the old way on --resume:
+    an upgrade in the middle of a Step D run neither refuses a good checkpoint nor accepts a stale one."""
+    generate_demo(ch, "small", seed=3)
+    reference = _uninterrupted(settings, ch)
+    _reset_pnl(ch)
+    outcome, _ = run_enrichment(EnrichmentJob(["D"], batch_size=20, remote_checkpoints=False, run_gates=False),
+                                settings, ch, on_event=_stop_after(2))
+    assert outcome.state is JobState.STOPPED
+    state = json.loads(state_path(settings.runtime).read_text())
+    state["fingerprint"] = input_fingerprint(ch, like="sha256:")
+    assert state["fingerprint"].startswith("sha256:") and state["fingerprint"] != input_fingerprint(ch)
+    state_path(settings.runtime).write_text(json.dumps(state))
+    if inputs_changed:
+        ch.command("ALTER TABLE $db.trades_raw UPDATE shares = shares + 1 WHERE trade_id = (SELECT min(trade_id) FROM $db.trades_raw)",
+                   settings={"mutations_sync": 2})
+    outcome, rec = run_enrichment(EnrichmentJob(["D"], resume=True, batch_size=20, remote_checkpoints=False, run_gates=False), settings, ch)
+    if inputs_changed:
+        assert outcome.state is JobState.FAILED and "inputs changed" in outcome.error
+        return
+    assert outcome.state is JobState.DONE, outcome.error
+    assert [e for e in rec.of(Progress) if e.step == "D" and e.total][0].done == state["pairs_done"]
+    assert pnl_checksum(ch) == reference
 
 
 def test_hand_written_runbook_checkpoint_loads(settings, ch) -> None:
