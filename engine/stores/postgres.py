@@ -177,11 +177,13 @@ class Postgres:
         raise AssertionError("unreachable")
 
     async def execute(self, sql: str, params: Any = None) -> int:
+        """One statement, atomic on its own (autocommit): one round trip instead of BEGIN/…/COMMIT's
+        three, which matters for the Step D mirror's write after every batch."""
         async def go(conn: psycopg.AsyncConnection[Any]) -> int:
             cur = await conn.execute(sql, params)
             return cur.rowcount
 
-        return await self.run(go)
+        return await self.run(go, transaction=False)
 
     async def fetch_all(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
         async def go(conn: psycopg.AsyncConnection[Any]) -> list[dict[str, Any]]:
