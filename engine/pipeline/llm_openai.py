@@ -30,12 +30,19 @@ from engine.redact import redact
 class OpenAIProvider:
     def __init__(self, api_key: str, base_url: str | None) -> None:
         self.client = AsyncOpenAI(api_key=api_key, base_url=base_url or None)
+        # One derived client per (timeout, retries): `with_options` builds a new client object, and
+        # doing that on every call was measurable CPU with dozens of calls in flight. They all share
+        # the base client's connection pool.
+        self._variants: dict[tuple[float, int], AsyncOpenAI] = {}
 
     async def aclose(self) -> None:
         await self.client.close()
 
     def _client(self, cfg: dict[str, Any]) -> AsyncOpenAI:
-        return self.client.with_options(timeout=cfg["timeout_s"], max_retries=cfg["max_retries"])
+        key = (float(cfg["timeout_s"]), int(cfg["max_retries"]))
+        if key not in self._variants:
+            self._variants[key] = self.client.with_options(timeout=key[0], max_retries=key[1])
+        return self._variants[key]
 
     @staticmethod
     def _common(cfg: dict[str, Any]) -> dict[str, Any]:
