@@ -26,6 +26,9 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Repl
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes; with Nagle's algorithm on, the body waits for the
+    # client's delayed ACK of the headers (~40 ms on loopback) — a stall real APIs do not have.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args: Any) -> None:  # keep test output quiet
         pass
