@@ -168,7 +168,8 @@ STEP_D_WORKLIST = """
 CREATE TABLE IF NOT EXISTS $db.step_d_worklist (
     wallet_address String,
     condition_id   String,
-    n_trades       UInt32          -- rows of trades_raw in the pair: progress shows rows written
+    n_trades       UInt32,         -- rows of trades_raw in the pair: progress shows rows written
+    h              UInt64          -- the pair's share of the trades fingerprint (see sql.py)
 ) ENGINE = MergeTree
 ORDER BY (wallet_address, condition_id)
 """
@@ -197,6 +198,7 @@ ALL_TABLES = (
 # Columns added after a table first shipped: existing runtime data gets them on the next start.
 UPGRADES = [
     "ALTER TABLE $db.step_d_worklist ADD COLUMN IF NOT EXISTS n_trades UInt32",
+    "ALTER TABLE $db.step_d_worklist ADD COLUMN IF NOT EXISTS h UInt64",
 ]
 
 

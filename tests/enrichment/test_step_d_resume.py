@@ -48,6 +48,8 @@ def test_stop_then_resume_gives_the_identical_table(settings, ch, resume_batch_s
     assert state["status"] == "running" and state["batch_idx"] in (3, 4)
     assert state["pairs_done"] == state["batch_idx"] * 23
     assert state["cursor"]["wallet_address"] and state["fingerprint"].startswith("fp2:sha256:")
+    # a fresh run takes its fingerprint from the work-list build: it must equal the full-scan one
+    assert state["fingerprint"] == input_fingerprint(ch)
     # what the checkpoint says is done, is done; nothing after the cursor was touched
     done_rows = ch.scalar(
         "SELECT count() FROM $db.trades_raw WHERE (wallet_address, condition_id) <= ({w:String}, {c:String}) AND is_resolved = 1",
