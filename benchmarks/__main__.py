@@ -88,7 +88,7 @@ def enrichment(scale: str, classic_batches: int, repeat: int = 3) -> list[tuple[
         f"best of {len(runs)} {light['seconds']:.1f} s, {light['batches']} batches = **{light['seconds'] / one:.1f}× limit** "
         f"({light['seconds'] / light['batches'] * 1000:.0f} ms per batch); median {median['seconds']:.1f} s = "
         f"{median['seconds'] / one:.1f}× (runs {spread} s); {light['mutations_submitted']} mutations, "
-        f"peak pending {light['peak_pending_mutations']}",
+        f"peak pending (at Step D's polls) {light['peak_pending_mutations']}",
         "≤ 10× (old system ≈ 25,000×)",
     ))
     rows.append(("Step D peak memory (process RSS)", f"{max(r['peak_rss_mib'] for r in runs):,.0f} MiB", "≤ 2,048 MiB"))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from engine.enrichment.checkpoint import state_path
 from engine.enrichment.demo import generate_demo
 from engine.enrichment.job import EnrichmentJob
 from engine.enrichment.stepd import freeze_payouts
-from engine.events import CheckpointSaved
+from engine.events import CheckpointSaved, MutationStatus
 from engine.runner import run_job
 from engine.settings import Settings, load_settings
 from engine.stores.clickhouse import ClickHouse, open_clickhouse
@@ -63,25 +62,12 @@ def limits(ch: ClickHouse, args: argparse.Namespace, settings: Settings) -> dict
     return {"pnl_one_statement_s": pnl, "stepe_one_statement_s": min(times)}
 
 
-class MutationWatch(threading.Thread):
-    """Samples pending mutations on trades_raw while Step D runs (peak, and how many were submitted)."""
-
-    def __init__(self, ch: ClickHouse) -> None:
-        super().__init__(daemon=True)
-        self.ch = ch
-        self.peak = 0
-        self.stop_flag = threading.Event()
-
-    def count(self, pending_only: bool) -> int:
-        where = " AND is_done = 0" if pending_only else ""
-        return int(self.ch.scalar(
-            "SELECT count() FROM system.mutations WHERE database = {d:String} AND table = 'trades_raw'" + where,
-            {"d": self.ch.database},
-        ))
-
-    def run(self) -> None:
-        while not self.stop_flag.wait(0.2):
-            self.peak = max(self.peak, self.count(True))
+def mutations_submitted(ch: ClickHouse) -> int:
+    """Mutations ever created on trades_raw (done or not): the difference across a run is what it submitted."""
+    return int(ch.scalar(
+        "SELECT count() FROM system.mutations WHERE database = {d:String} AND table = 'trades_raw'",
+        {"d": ch.database},
+    ))
 
 
 def reset_pnl(ch: ClickHouse, settings: Settings) -> None:
@@ -106,8 +92,11 @@ def quiesce(ch: ClickHouse, limit_s: float = 120.0) -> float:
 def stepd(ch: ClickHouse, args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     if not args.resume:
         reset_pnl(ch, settings)
-    watch = MutationWatch(ch)
-    submitted_before = watch.count(False)
+    # Peak pending comes from Step D's own mutation polls (every `mutation_wait_every` batches and at
+    # the end), not from a sampler of our own: a sampler shares the chDB session with the batch loop
+    # and would add its queries to the time being measured.
+    submitted_before = mutations_submitted(ch)
+    peak = [0]
     job = EnrichmentJob(["D"], resume=args.resume, batch_size=args.batch_size,
                         write_strategy=args.strategy, run_gates=False)
 
@@ -115,6 +104,13 @@ def stepd(ch: ClickHouse, args: argparse.Namespace, settings: Settings) -> dict[
         bus = EventBus()
         control = Control(job.name, bus, job.live_settings())
         sub = bus.subscribe()
+
+        def on_event(event: Any) -> None:
+            if isinstance(event, MutationStatus):
+                peak[0] = max(peak[0], event.pending)
+
+        # A listener, not a subscription: mutation statuses coalesce in a subscriber's unread queue.
+        bus.add_listener(on_event)
 
         async def stop_after_batches() -> None:
             seen = 0
@@ -131,16 +127,13 @@ def stepd(ch: ClickHouse, args: argparse.Namespace, settings: Settings) -> dict[
             tg.cancel_scope.cancel()
         return outcome
 
-    watch.start()
     outcome = anyio.run(go)
-    watch.stop_flag.set()
-    watch.join()
     d = job.results.get("D", {})
     return {
         "state": outcome.state.value, "seconds": d.get("seconds"), "batches": d.get("batches"),
         "pairs_done": d.get("pairs_done"), "pairs_total": d.get("pairs_total"), "rows": d.get("rows_written"),
-        "strategy": d.get("write_strategy"), "mutations_submitted": watch.count(False) - submitted_before,
-        "peak_pending_mutations": watch.peak, "peak_rss_mib": _peak_rss_mib(),
+        "strategy": d.get("write_strategy"), "mutations_submitted": mutations_submitted(ch) - submitted_before,
+        "peak_pending_mutations": peak[0], "peak_rss_mib": _peak_rss_mib(),
     }
 
 
