@@ -32,11 +32,13 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 HISTORY = 120
 
 
+_RANK = {name: i for i, name in enumerate(LEVELS)}
+
+
 def level_rank(level: str) -> int:
-    try:
-        return LEVELS.index(level.upper())
-    except ValueError:
-        return 1
+    """0 DEBUG … 3 ERROR; unknown levels count as INFO."""
+    rank = _RANK.get(level)
+    return rank if rank is not None else _RANK.get(level.upper(), 1)
 
 
 @dataclass

@@ -6,6 +6,7 @@ import json
 import re
 from collections import deque
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 
 from rich.highlighter import Highlighter
@@ -47,7 +48,13 @@ GATE_MARK = {"PASS": "✔", "WARN": "!", "FAIL": "✘", "INFO": "i"}
 def clock_text(ts: float | None) -> str:
     if ts is None:
         return "—"
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%H:%M:%S")
+    return _clock_second(int(ts))
+
+
+@lru_cache(maxsize=1024)
+def _clock_second(second: int) -> str:
+    # Log lines arrive by the thousand within the same second: format each second once.
+    return datetime.fromtimestamp(second, tz=timezone.utc).strftime("%H:%M:%S")
 
 
 def short_json(value: Any, limit: int = 60) -> str:
