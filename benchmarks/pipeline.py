@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import openai  # noqa: F401  imported up front: SDK start-up is not part of a run's steady state
-import openai.resources.responses  # noqa: F401  (the SDK loads this lazily, on the first call: ~0.4 s)
 
 from engine.bus import EventBus
 from engine.control import Control

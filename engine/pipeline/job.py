@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,11 @@ class PipelineJob:
         self.repo: PipelineRepository | None = None
         pg = None
         status, error = "failed", None
+        # LLM clients start up (SDK imports, TLS context: a few hundred ms) while the database is
+        # prepared and markets are fetched, instead of on the first event's critical path.
+        warmup = threading.Thread(target=self._start_providers, name="llm-client-startup", daemon=True)
         try:
+            warmup.start()
             if not opts.dry_run:
                 from engine.stores.postgres import Postgres
 
@@ -152,6 +157,7 @@ class PipelineJob:
                     ctx.log(f"marked run {rid} failed: its process died without finalizing it", level="WARNING")
                 await self._save_experiment_runs("running")
             groups = await self._ingest(ctx)
+            await anyio.to_thread.run_sync(warmup.join)
             await self._process_all(ctx, groups)
             if ctx.control.stop_requested:
                 status = "stopped"
@@ -169,7 +175,9 @@ class PipelineJob:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._finalize(ctx, status, error)
-                for provider in self._providers.values():
+                if warmup.is_alive():
+                    await anyio.to_thread.run_sync(warmup.join)  # it may still be adding providers
+                for provider in list(self._providers.values()):
                     await provider.aclose()
                 if pg is not None:
                     await pg.close()
@@ -433,6 +441,17 @@ class PipelineJob:
         if repo is not None:
             await repo.save_failures(failures)
         return bool(failed_reasons)
+
+    def _start_providers(self) -> None:
+        """Create the selected suites' providers ahead of the first event (runs in a worker thread
+        while nothing else touches `_providers`). A failure here is left to the first call, which
+        reports it against that event like any other provider error."""
+        for exp in self.selection.experiments:
+            if exp.uses_llm:
+                try:
+                    self._provider(exp)
+                except Exception:
+                    pass
 
     def _provider(self, exp: Experiment) -> Any:
         family = exp.kind.split("_", 1)[0]

@@ -34,6 +34,9 @@ class OpenAIProvider:
         # doing that on every call was measurable CPU with dozens of calls in flight. They all share
         # the base client's connection pool.
         self._variants: dict[tuple[float, int], AsyncOpenAI] = {}
+        # The SDK imports the Responses resource on first use (~0.4 s); do it here, which the job
+        # runs in a worker thread while markets are fetched.
+        _ = self.client.responses
 
     async def aclose(self) -> None:
         await self.client.close()
