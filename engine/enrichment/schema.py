@@ -23,6 +23,8 @@ Choices that the rest of the code relies on:
 
 from __future__ import annotations
 
+import re
+
 from engine.stores.clickhouse import ClickHouse
 
 # Column names, for loaders and tests (order = table order).
@@ -197,17 +199,36 @@ ALL_TABLES = (
 
 # Columns added after a table first shipped: existing runtime data gets them on the next start.
 UPGRADES = [
-    "ALTER TABLE $db.step_d_worklist ADD COLUMN IF NOT EXISTS n_trades UInt32",
-    "ALTER TABLE $db.step_d_worklist ADD COLUMN IF NOT EXISTS h UInt64",
+    ("step_d_worklist", "n_trades", "UInt32"),
+    ("step_d_worklist", "h", "UInt64"),
 ]
+
+_DDL_NAME = re.compile(r"CREATE (?:TABLE|VIEW) IF NOT EXISTS \$db\.(\w+)")
 
 
 def ensure_schema(ch: ClickHouse) -> None:
-    """Create every enrichment table and view that is missing. Safe to call at every start."""
+    """Create every enrichment table and view that is missing, add missing columns. Safe to call at
+    every start. What exists is read first (two catalogue queries): the idempotent DDL itself costs
+    tens of milliseconds per statement even when there is nothing to do, and every step starts here.
+    The statements keep IF NOT EXISTS, so two processes racing here still agree. On a cluster every
+    statement runs (ON CLUSTER): this node's catalogue says nothing about the other replicas."""
+    params = {"db": ch.database}
+    present: set[str] = set()
+    if not ch.cluster:
+        present = {str(r[0]) for r in ch.query("SELECT name FROM system.tables WHERE database = {db:String}", params).rows}
     for statement in DDL:
-        ch.command(statement)
-    for statement in UPGRADES:
-        ch.command(statement)
+        match = _DDL_NAME.search(statement)
+        if match is None or match[1] not in present:
+            ch.command(statement)
+    tables = sorted({t for t, _, _ in UPGRADES})
+    columns: set[tuple[str, str]] = set()
+    if not ch.cluster:
+        columns = {(str(r[0]), str(r[1])) for r in ch.query(
+            "SELECT table, name FROM system.columns WHERE database = {db:String} AND table IN {t:Array(String)}",
+            {**params, "t": tables}).rows}
+    for table, column, kind in UPGRADES:
+        if (table, column) not in columns:
+            ch.command(f"ALTER TABLE $db.{table} ADD COLUMN IF NOT EXISTS {column} {kind}")
 
 
 async def aensure_schema(ch: ClickHouse) -> None:
