@@ -79,17 +79,27 @@ def enrichment(scale: str, classic_batches: int, repeat: int = 3) -> list[tuple[
 
     # Several full runs (each from NULL P&L once merges settled, in a fresh process): single runs vary
     # by ±15% on 2 cores with background merges. Best of N, as for the limit; the median beside it.
-    runs = sorted((task("stepd", runtime, "--strategy", "lightweight", "--batch-size", "300") for _ in range(repeat)),
-                  key=lambda r: r["seconds"])
+    runs = sorted((task("stepd", runtime, "--strategy", "lightweight", "--batch-size", "300", "--time-gates")
+                   for _ in range(repeat)), key=lambda r: r["seconds"])
     light, median = runs[0], runs[len(runs) // 2]
     spread = ", ".join(f"{r['seconds']:.1f}" for r in runs)
     rows.append((
         "Step D lightweight UPDATE, batch 300, both checkpoints",
         f"best of {len(runs)} {light['seconds']:.1f} s, {light['batches']} batches = **{light['seconds'] / one:.1f}× limit** "
         f"({light['seconds'] / light['batches'] * 1000:.0f} ms per batch); median {median['seconds']:.1f} s = "
-        f"{median['seconds'] / one:.1f}× (runs {spread} s); {light['mutations_submitted']} mutations, "
+        f"{median['seconds'] / one:.1f}× (runs {spread} s); {light['mutations_submitted']} mutation(s) submitted (the final APPLY PATCHES), "
         f"peak pending (at Step D's polls) {light['peak_pending_mutations']}",
         "≤ 10× (old system ≈ 25,000×)",
+    ))
+    # Applying the patch parts is not part of the figure above (the batch work, as the target
+    # defines it); it is reported here with what it buys: the first reads after Step D.
+    unapplied = task("stepd", runtime, "--strategy", "lightweight", "--batch-size", "300", "--time-gates", "--no-apply-patches")
+    with_apply = light["seconds"] + (light["patches_s"] or 0)
+    rows.append((
+        "Step D, then applying its patch parts (`STEP_D_APPLY_PATCHES`, on by default)",
+        f"apply {light['patches_s'] or 0:.1f} s → Step D + apply {with_apply:.1f} s = {with_apply / one:.1f}× limit; the gates "
+        f"right after take {light['gates_after_s']:.2f} s (one run without the apply: {unapplied['gates_after_s']:.2f} s)",
+        "",
     ))
     rows.append(("Step D peak memory (process RSS)", f"{max(r['peak_rss_mib'] for r in runs):,.0f} MiB", "≤ 2,048 MiB"))
 

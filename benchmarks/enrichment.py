@@ -23,6 +23,7 @@ from engine.enrichment import sql
 from engine.enrichment.bench import one_statement_seconds
 from engine.enrichment.checkpoint import state_path
 from engine.enrichment.demo import generate_demo
+from engine.enrichment.gates import compute_gates
 from engine.enrichment.job import EnrichmentJob
 from engine.enrichment.stepd import freeze_payouts
 from engine.events import CheckpointSaved, MutationStatus
@@ -129,7 +130,14 @@ def stepd(ch: ClickHouse, args: argparse.Namespace, settings: Settings) -> dict[
 
     outcome = anyio.run(go)
     d = job.results.get("D", {})
+    gates_after = None
+    if args.time_gates and outcome.state.value == "done":
+        # The first reads after Step D (Step E and the gates read trades_raw the same way).
+        t = time.monotonic()
+        compute_gates(ch)
+        gates_after = time.monotonic() - t
     return {
+        "patches_s": d.get("patches_applied_s"), "gates_after_s": gates_after,
         "state": outcome.state.value, "seconds": d.get("seconds"), "batches": d.get("batches"),
         "pairs_done": d.get("pairs_done"), "pairs_total": d.get("pairs_total"), "rows": d.get("rows_written"),
         "strategy": d.get("write_strategy"), "mutations_submitted": mutations_submitted(ch) - submitted_before,
@@ -156,8 +164,10 @@ def main() -> None:
     ap.add_argument("--strategy", default="lightweight")
     ap.add_argument("--max-batches", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--time-gates", action="store_true", help="stepd: time the gates right after the run")
+    ap.add_argument("--no-apply-patches", action="store_true", help="stepd: STEP_D_APPLY_PATCHES=false")
     args = ap.parse_args()
-    settings = load_settings(runtime_dir=args.runtime)
+    settings = load_settings(runtime_dir=args.runtime, apply_patches=not args.no_apply_patches)
     ch = open_clickhouse(settings)
     result = TASKS[args.task](ch, args, settings)
     print(json.dumps(result), flush=True)

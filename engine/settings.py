@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     write_strategy: Literal["auto", "lightweight", "classic"] = Field(
         "auto", validation_alias=_alias("STEP_D_WRITE_STRATEGY")
     )
+    # After a lightweight Step D: write the patch parts into the columns (one ALTER ... APPLY PATCHES),
+    # so later reads skip patch application. Off: ClickHouse's own merges do it, later.
+    apply_patches: bool = Field(True, validation_alias=_alias("STEP_D_APPLY_PATCHES"))
 
     @field_validator("ingestion_filters", mode="before")
     @classmethod

@@ -347,6 +347,10 @@ def batch_update_sql(database: str, strategy: str, has_cursor: bool) -> str:
     return f"ALTER TABLE $db.trades_raw UPDATE {pnl_assignments(database)} WHERE {where}"
 
 
+# After the last batch: write the patch parts into the columns (reads then skip patch application).
+APPLY_PATCHES = "ALTER TABLE $db.trades_raw APPLY PATCHES"
+
+
 # The same P&L as one set-based statement over every trade: the yardstick Step D is measured against.
 YARDSTICK_DROP = "DROP TABLE IF EXISTS $db.step_d_yardstick"
 

@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -76,8 +77,11 @@ class Site:
         return out
 
     def spawn(self, *args: str, **extra: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([*OPSCONSOLE, *args], env=self.env(**extra), cwd=REPO, stdout=subprocess.PIPE,
+        """Start the CLI with its output read continuously (see `Drain`); `finish` collects it."""
+        proc = subprocess.Popen([*OPSCONSOLE, *args], env=self.env(**extra), cwd=REPO, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
+        proc.drains = (Drain(proc.stdout), Drain(proc.stderr))  # type: ignore[attr-defined]
+        return proc
 
     def state(self) -> dict[str, Any] | None:
         try:
@@ -112,13 +116,35 @@ class Site:
         return None if row is None else (row[0] if isinstance(row[0], dict) else json.loads(row[0]))
 
 
+class Drain(threading.Thread):
+    """Reads a child's pipe as it is written. Unread, a pipe holds 64 KiB: a chatty child (JSON
+    events per batch) then blocks in its own write and stops making progress, which a test would
+    misread as the behaviour under test (a stalled Step D, a missing mirror failure)."""
+
+    def __init__(self, pipe: Any) -> None:
+        super().__init__(daemon=True)
+        self.pipe = pipe
+        self.chunks: list[str] = []
+        self.start()
+
+    def run(self) -> None:
+        for chunk in iter(lambda: self.pipe.read(8192), ""):
+            self.chunks.append(chunk)
+
+    def text(self) -> str:
+        self.join()
+        return "".join(self.chunks)
+
+
 def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[str, str]:
     try:
-        return proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    out, err = proc.drains  # type: ignore[attr-defined]
+    return out.text(), err.text()
 
 
 def json_events(stdout: str) -> list[dict[str, Any]]:

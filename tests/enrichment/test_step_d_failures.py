@@ -74,3 +74,31 @@ def test_mutation_wait_times_out_with_a_clear_message(settings, ch) -> None:
         ch.command("KILL MUTATION WHERE database = {db:String} SYNC", {"db": ch.database})
     assert outcome.state is JobState.FAILED
     assert "still pending after 1.5s" in outcome.error
+
+
+def test_patch_parts_are_applied_after_the_last_batch(settings, ch) -> None:
+    generate_demo(ch, "small", seed=8)
+    outcome, rec = run_enrichment(EnrichmentJob(["D"], batch_size=40, write_strategy="lightweight",
+                                                remote_checkpoints=False, run_gates=False), settings, ch)
+    assert outcome.state is JobState.DONE, outcome.error
+    assert rec.messages()[-1].startswith("patch parts applied in ")
+    applied = ch.query("SELECT command, is_done FROM system.mutations WHERE database = {d:String} AND table = 'trades_raw'",
+                       {"d": ch.database}).rows
+    assert [(c.strip().strip("()"), d) for c, d in applied] == [("APPLY PATCHES", 1)]
+
+
+def test_a_failed_patch_apply_warns_and_leaves_step_d_done(settings, ch, monkeypatch) -> None:
+    from engine.enrichment import sql
+
+    generate_demo(ch, "small", seed=8)
+    outcome, _ = run_enrichment(EnrichmentJob(["D"], batch_size=40, remote_checkpoints=False, run_gates=False), settings, ch)
+    reference = pnl_checksum(ch)
+    ch.command("ALTER TABLE $db.trades_raw UPDATE realized_pnl_usd = NULL, is_resolved = 0 WHERE 1", settings={"mutations_sync": 2})
+    monkeypatch.setattr(sql, "APPLY_PATCHES", "ALTER TABLE $db.no_such_table APPLY PATCHES")
+    outcome, rec = run_enrichment(EnrichmentJob(["D"], batch_size=40, write_strategy="lightweight",
+                                                remote_checkpoints=False, run_gates=False), settings, ch)
+    assert outcome.state is JobState.DONE, outcome.error
+    warning = rec.messages("WARNING")[-1]
+    assert warning.startswith("could not apply patch parts") and "no_such_table" in warning
+    assert json.loads(state_path(settings.runtime).read_text())["status"] == "done"
+    assert pnl_checksum(ch) == reference
