@@ -26,7 +26,7 @@ from engine.enrichment.demo import generate_demo
 from engine.enrichment.gates import compute_gates
 from engine.enrichment.job import EnrichmentJob
 from engine.enrichment.stepd import freeze_payouts
-from engine.events import CheckpointSaved, MutationStatus
+from engine.events import CheckpointSaved, LogLine, MutationStatus
 from engine.runner import run_job
 from engine.settings import Settings, load_settings
 from engine.stores.clickhouse import ClickHouse, open_clickhouse
@@ -98,6 +98,7 @@ def stepd(ch: ClickHouse, args: argparse.Namespace, settings: Settings) -> dict[
     # and would add its queries to the time being measured.
     submitted_before = mutations_submitted(ch)
     peak = [0]
+    rss_before_apply: list[float | None] = [None]
     job = EnrichmentJob(["D"], resume=args.resume, batch_size=args.batch_size,
                         write_strategy=args.strategy, run_gates=False)
 
@@ -109,6 +110,8 @@ def stepd(ch: ClickHouse, args: argparse.Namespace, settings: Settings) -> dict[
         def on_event(event: Any) -> None:
             if isinstance(event, MutationStatus):
                 peak[0] = max(peak[0], event.pending)
+            elif isinstance(event, LogLine) and event.message.startswith("applying this run's patch parts"):
+                rss_before_apply[0] = _peak_rss_mib()  # the high-water mark of the batch work alone
 
         # A listener, not a subscription: mutation statuses coalesce in a subscriber's unread queue.
         bus.add_listener(on_event)
@@ -129,6 +132,7 @@ def stepd(ch: ClickHouse, args: argparse.Namespace, settings: Settings) -> dict[
         return outcome
 
     outcome = anyio.run(go)
+    peak_rss = _peak_rss_mib()  # Step D's own, before the gates below read anything
     d = job.results.get("D", {})
     gates_after = None
     if args.time_gates and outcome.state.value == "done":
@@ -141,7 +145,8 @@ def stepd(ch: ClickHouse, args: argparse.Namespace, settings: Settings) -> dict[
         "state": outcome.state.value, "seconds": d.get("seconds"), "batches": d.get("batches"),
         "pairs_done": d.get("pairs_done"), "pairs_total": d.get("pairs_total"), "rows": d.get("rows_written"),
         "strategy": d.get("write_strategy"), "mutations_submitted": mutations_submitted(ch) - submitted_before,
-        "peak_pending_mutations": peak[0], "peak_rss_mib": _peak_rss_mib(),
+        "peak_pending_mutations": peak[0], "peak_rss_mib": peak_rss,
+        "peak_rss_batches_mib": rss_before_apply[0],
     }
 
 
