@@ -132,8 +132,11 @@ def enrichment(scale: str, classic_batches: int, repeat: int = 3) -> list[tuple[
 
 
 def _script(module: str, *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=_env(Path(tempfile.mkdtemp())),
-                         capture_output=True, text=True)
+    try:
+        out = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=_env(Path(tempfile.mkdtemp())),
+                             capture_output=True, text=True, timeout=1200)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"{module} did not finish within 20 minutes") from None
     if out.returncode != 0:
         raise SystemExit(f"{module} failed:\n{out.stderr[-3000:]}")
     return out.stdout.strip().splitlines()[-1]
@@ -171,14 +174,21 @@ def main() -> None:
     command = "uv run python -m benchmarks " + " ".join(sys.argv[1:])
     print(f"machine: {machine_line()}", flush=True)
     rows: list[tuple[str, str, str]] = []
+
+    def part(new: list[tuple[str, str, str]]) -> None:
+        # Each part's rows as soon as it ends: a later part that fails loses nothing measured.
+        rows.extend(new)
+        for a, b, _ in new:
+            print(f"  {a}: {b}", flush=True)
+
     if args.only in (None, "enrichment"):
-        rows += enrichment(args.scale, args.classic_batches, args.repeat)
+        part(enrichment(args.scale, args.classic_batches, args.repeat))
     if args.only in (None, "pipeline"):
         from benchmarks.pipeline import pipeline
 
-        rows += pipeline(args.llm_latency)
+        part(pipeline(args.llm_latency))
     if args.only in (None, "console"):
-        rows += console(args.scale)
+        part(console(args.scale))
     report = render(rows, command.strip())
     print(report)
     if args.write:

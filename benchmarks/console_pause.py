@@ -2,7 +2,8 @@
 
     uv run python -m benchmarks.console_pause [rounds]
 
-Runs Step D on the medium demo data (batch size 20, so the job is busy writing) under Pilot,
+Runs Step D on the medium demo data (batch size 5, so the job is busy writing for longer than
+all rounds take) under Pilot,
 sends the `p` key through the driver the way a terminal would, and measures the time until the
 action has run and the header says PAUSING. The paint follows at the next frame (Textual renders
 at up to 60 fps). Uses its own runtime and chDB path in a temporary folder.
@@ -32,14 +33,16 @@ async def main(rounds: int) -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-tui-"))
     settings = load_settings(runtime_dir=root / "runtime", clickhouse_path=root / "clickhouse")
     generate_demo(open_clickhouse(settings), "medium", 7)
-    job = EnrichmentJob(["D"], batch_size=20, remote_checkpoints=False)
+    job = EnrichmentJob(["D"], batch_size=5, remote_checkpoints=False)
     app = OpsConsoleApp(settings, job=job, gates_interval=None)
     latencies: list[float] = []
     async with app.run_test(size=(120, 36)) as pilot:
         screen = app.screen
         original = screen.action_pause
         for _ in range(rounds):
-            await screen.wait_for(lambda v: v.state is JobState.RUNNING and (v.steps.get("D") and v.steps["D"].total))
+            await screen.wait_for(lambda v: v.state.final or (v.state is JobState.RUNNING and v.steps.get("D") and v.steps["D"].total))
+            if screen.view.state.final:
+                raise SystemExit(f"Step D ended after {len(latencies)} of {rounds} rounds: use fewer rounds")
             done: dict[str, float] = {}
 
             def timed_pause() -> None:
