@@ -237,6 +237,29 @@ async def apply_patches(ctx: JobContext, ch: ClickHouse, timeout_s: float) -> fl
     return elapsed
 
 
+REMOTE_WHERE = "Postgres ops_job_checkpoints"
+
+
+async def _mirror_catch_up(ctx: JobContext, remote: RemoteCheckpoints, cp: StepDCheckpoint) -> None:
+    """A run killed between its final local checkpoint and the mirror leaves Postgres behind; the
+    next run finds Step D complete and brings the mirror up to the local checkpoint."""
+    remote.last_error = ""
+    mirrored = await remote.load()
+    if mirrored is None and remote.last_error:
+        ctx.log(f"could not compare the Postgres mirror with the local checkpoint: {remote.last_error}",
+                level="WARNING", step="D")
+        return
+    if mirrored is not None and mirrored.document() == cp.document():
+        return
+    behind = "empty" if mirrored is None else f"status {mirrored.status}, pairs_done={mirrored.pairs_done:,}"
+    error = await remote.save(cp, final=True)
+    if error is None:
+        ctx.log(f"the Postgres mirror was behind the local checkpoint ({behind}); brought up to date", step="D")
+    else:
+        ctx.log(f"the Postgres mirror is behind the local checkpoint ({behind}) and could not be updated: {error}",
+                level="WARNING", step="D")
+
+
 async def _start_position(
     ctx: JobContext, ch: ClickHouse, cp: StepDCheckpoint, fingerprint: str, total: int, where: str
 ) -> tuple[tuple[str, str] | None, int]:
@@ -289,7 +312,7 @@ async def run_step_d(
         cp = await _t(load_local, runtime)
         if cp is None and remote is not None:
             cp = await remote.load()
-            where = "Postgres ops_job_checkpoints"
+            where = REMOTE_WHERE
             if cp is not None:
                 ctx.log("no local checkpoint; resuming from the Postgres mirror", level="WARNING", step="D")
         if cp is None:
@@ -316,6 +339,8 @@ async def run_step_d(
         if missing == 0:
             total = cp.pairs_total or cp.pairs_done
             ctx.log("Step D already complete for these inputs; nothing to do", step="D")
+            if remote is not None and where != REMOTE_WHERE:
+                await _mirror_catch_up(ctx, remote, cp)
             ctx.progress("D", total, total, unit="pairs")
             return StepDResult("already-done", total, total, 0, 0, time.monotonic() - started, cp.write_strategy or "")
         ctx.log(f"checkpoint says done but {missing} resolved trades have no P&L (reset?); recomputing", level="WARNING", step="D")

@@ -139,9 +139,32 @@ def test_many_sigkills_at_random_moments_in_one_step_d(
         args = ["enrich", "--step", "D", "--resume"]
     print(f"{kills} SIGKILLs in {runs} runs; checkpoints after each kill: {history}")
     assert kills >= 10
+    # What an operator does after a crash: run it again. Complete, it says so (and brings the mirror
+    # up to date if the last kill fell between the final local checkpoint and Postgres).
+    out = site.run("enrich", "--step", "D", "--resume", "--no-ui", "--log-format", "plain")
+    assert out.returncode == 0 and "Step D already complete" in out.stdout, out.stdout[-2000:]
     out = site.run("enrich", "--step", "E", "--no-ui", "--log-format", "plain")
     assert out.returncode == 0, out.stdout[-2000:]
     final = site.checksums()
     assert (final["pnl"], final["outcomes"], final["missing"]) == (
         reference_small["pnl"], reference_small["outcomes"], 0)
+    assert site.remote_checkpoint() == site.state()
+
+
+def test_sigkill_between_the_final_local_and_remote_checkpoint_then_a_rerun_catches_the_mirror_up(
+    tmp_path: Path, pg_url: str
+) -> None:
+    site = Site(tmp_path, pg_url)
+    # 21 batches are mirrored one by one; the 22nd time the point is reached is the final checkpoint.
+    out = site.run("demo", "--scale", "small", "--batch-size", str(BATCH), "--no-ui", "--log-format", "plain",
+                   OPSCONSOLE_CRASH_AT="between_local_and_remote_checkpoint:22")
+    assert out.returncode == KILLED, out.stdout[-2000:]
+    assert site.state()["status"] == "done"
+    behind = site.remote_checkpoint()
+    assert behind["status"] == "running" and behind["pairs_done"] == 206
+
+    out = site.run("enrich", "--step", "D", "--resume", "--no-ui", "--log-format", "plain")
+    assert out.returncode == 0, out.stdout[-2000:]
+    assert "Step D already complete" in out.stdout
+    assert "the Postgres mirror was behind the local checkpoint (status running, pairs_done=206); brought up to date" in out.stdout
     assert site.remote_checkpoint() == site.state()
