@@ -113,7 +113,7 @@ def test_many_sigkills_at_random_moments_in_one_step_d(
     then one run to the end."""
     rng = random.Random(20261122)
     site = Site(tmp_path, pg_url)
-    batch = "2"  # 103 batches: every run advances a few before it is killed
+    batch = "1"  # 206 batches: every run advances a few before it is killed, with room for 12 kills
     args = ["demo", "--scale", "small"]
     kills, runs, history = 0, 0, []
     while True:
