@@ -87,7 +87,8 @@ def enrichment(scale: str, classic_batches: int, repeat: int = 3) -> list[tuple[
         "Step D lightweight UPDATE, batch 300, both checkpoints",
         f"best of {len(runs)} {light['seconds']:.1f} s, {light['batches']} batches = **{light['seconds'] / one:.1f}× limit** "
         f"({light['seconds'] / light['batches'] * 1000:.0f} ms per batch); median {median['seconds']:.1f} s = "
-        f"{median['seconds'] / one:.1f}× (runs {spread} s); {light['mutations_submitted']} mutation(s) submitted (the final APPLY PATCHES), "
+        f"{median['seconds'] / one:.1f}× (runs {spread} s); {light['mutations_submitted']} mutation(s) submitted"
+        f"{' (the final APPLY PATCHES)' if light['patches_s'] is not None else ''}, "
         f"peak pending (at Step D's polls) {light['peak_pending_mutations']}",
         "≤ 10× (old system ≈ 25,000×)",
     ))

@@ -25,7 +25,7 @@ from engine.enrichment.checkpoint import state_path
 from engine.enrichment.demo import generate_demo
 from engine.enrichment.gates import compute_gates
 from engine.enrichment.job import EnrichmentJob
-from engine.enrichment.stepd import freeze_payouts
+from engine.enrichment.stepd import APPLYING_PATCHES, freeze_payouts
 from engine.events import CheckpointSaved, LogLine, MutationStatus
 from engine.runner import run_job
 from engine.settings import Settings, load_settings
@@ -110,7 +110,7 @@ def stepd(ch: ClickHouse, args: argparse.Namespace, settings: Settings) -> dict[
         def on_event(event: Any) -> None:
             if isinstance(event, MutationStatus):
                 peak[0] = max(peak[0], event.pending)
-            elif isinstance(event, LogLine) and event.message.startswith("applying this run's patch parts"):
+            elif isinstance(event, LogLine) and event.message == APPLYING_PATCHES:
                 rss_before_apply[0] = _peak_rss_mib()  # the high-water mark of the batch work alone
 
         # A listener, not a subscription: mutation statuses coalesce in a subscriber's unread queue.

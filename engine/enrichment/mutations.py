@@ -32,7 +32,7 @@ FROM system.mutations
 WHERE database = {db:String} AND is_done = 0 {table_filter}
 ORDER BY system.mutations.create_time, table, mutation_id
 """
-# The wait's fast path: Step D polls every few batches and almost always finds nothing pending;
+# The fast path: Step D's wait polls every few batches and almost always finds nothing pending;
 # counting is about half the cost of the detailed query above.
 _COUNT_SQL = "SELECT count() FROM system.mutations WHERE database = {db:String} AND is_done = 0 {table_filter}"
 
@@ -57,7 +57,10 @@ def _filter(tables: Sequence[str] | None, params: dict[str, Any]) -> str:
 def pending_mutations(ch: ClickHouse, tables: Sequence[str] | None = None) -> list[MutationInfo]:
     """Unfinished mutations of our database (optionally only `tables`), oldest first."""
     params: dict[str, Any] = {"db": ch.database}
-    sql = _PENDING_SQL.replace("{table_filter}", _filter(tables, params))
+    table_filter = _filter(tables, params)
+    if int(ch.scalar(_COUNT_SQL.replace("{table_filter}", table_filter), params)) == 0:
+        return []
+    sql = _PENDING_SQL.replace("{table_filter}", table_filter)
     out = []
     for r in ch.query(sql, params).dicts():
         out.append(MutationInfo(
@@ -70,14 +73,6 @@ def pending_mutations(ch: ClickHouse, tables: Sequence[str] | None = None) -> li
 
 async def apending_mutations(ch: ClickHouse, tables: Sequence[str] | None = None) -> list[MutationInfo]:
     return await anyio.to_thread.run_sync(lambda: pending_mutations(ch, tables))
-
-
-def _pending_quick(ch: ClickHouse, tables: Sequence[str] | None) -> list[MutationInfo]:
-    """pending_mutations, but one cheap count when nothing is pending (the usual answer)."""
-    params: dict[str, Any] = {"db": ch.database}
-    if int(ch.scalar(_COUNT_SQL.replace("{table_filter}", _filter(tables, params)), params)) == 0:
-        return []
-    return pending_mutations(ch, tables)
 
 
 def _short(text: str, limit: int = 400) -> str:
@@ -104,7 +99,7 @@ async def wait_for_mutations(
     """
     deadline = time.monotonic() + timeout_s
     while True:
-        pending = await anyio.to_thread.run_sync(lambda: _pending_quick(ch, tables))
+        pending = await apending_mutations(ch, tables)
         if on_status is not None:
             on_status(pending)
         if not pending:

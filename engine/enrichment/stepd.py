@@ -210,6 +210,9 @@ class StepDResult:
     patches_applied_s: float | None = None
 
 
+APPLYING_PATCHES = "applying this run's patch parts to trades_raw, so Step E and the gates read plain columns"
+
+
 async def apply_patches(ctx: JobContext, ch: ClickHouse, timeout_s: float) -> float | None:
     """Materialize Step D's patch parts into trades_raw's columns; returns the seconds it took, or
     None when it could not (a warning: reads stay correct, only slower).
@@ -219,7 +222,7 @@ async def apply_patches(ctx: JobContext, ch: ClickHouse, timeout_s: float) -> fl
     apply. Embedded chDB applies synchronously; a server runs it as a mutation, waited for with
     the usual bounded mutation wait (shown in the console like any other)."""
     started = time.monotonic()
-    ctx.log("applying this run's patch parts to trades_raw, so Step E and the gates read plain columns", step="D")
+    ctx.log(APPLYING_PATCHES, step="D")
     try:
         sync = {"mutations_sync": 2} if ch.backend == "chdb" else None
         await anyio.to_thread.run_sync(lambda: ch.command(sql.APPLY_PATCHES, settings=sync))
