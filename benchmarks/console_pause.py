@@ -45,7 +45,7 @@ async def main(rounds: int) -> None:
                 raise SystemExit(f"Step D ended after {len(latencies)} of {rounds} rounds: use fewer rounds")
             done: dict[str, float] = {}
 
-            def timed_pause() -> None:
+            def timed_pause(done: dict[str, float] = done) -> None:
                 original()
                 done["at"] = time.perf_counter()
 

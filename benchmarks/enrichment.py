@@ -20,7 +20,7 @@ import anyio
 from engine.bus import EventBus
 from engine.control import Control
 from engine.enrichment import sql
-from engine.enrichment.bench import one_statement_seconds
+from benchmarks.stepd_bench import one_statement_seconds
 from engine.enrichment.checkpoint import state_path
 from engine.enrichment.demo import generate_demo
 from engine.enrichment.gates import compute_gates

@@ -160,7 +160,7 @@ def persistence_rows() -> list[tuple[str, str, str]]:
     options = PipelineOptions(suites=["baseline"], source=snapshot(root / "s.json", EVENTS), event_batch_size=1,
                               no_debug_dump=True)
     wall, _ = anyio.run(_run, settings, options, listen)
-    gaps = sorted(b - a for a, b in zip(stamps, stamps[1:]))
+    gaps = sorted(b - a for a, b in zip(stamps, stamps[1:], strict=False))
     p50 = statistics.median(gaps) * 1000
     p95 = gaps[int(0.95 * (len(gaps) - 1))] * 1000
     return [(f"pipeline persistence per event (embedded Postgres, {len(gaps)} events, no LLM)",

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from engine.errors import EXIT_CODES_HELP, ExitCode, OpsError
 from engine.redact import redact
@@ -33,7 +34,7 @@ COMMAND_MODULES = [
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # usage errors: one clear line, exit 2, no traceback
+    def error(self, message: str) -> NoReturn:  # usage errors: one clear line, exit 2, no traceback
         self.print_usage(sys.stderr)
         self.exit(int(ExitCode.USAGE), f"{self.prog}: error: {message}\n")
 

@@ -39,7 +39,7 @@ class PlainRenderer:
     def __init__(self, stream: TextIO, progress_every: float = 5.0) -> None:
         self.stream = stream
         self.progress_every = progress_every
-        self._last_progress: dict[tuple[str, str], float] = {}
+        self._last_progress: dict[tuple[str, ...], float] = {}
 
     def _throttled(self, key: tuple[str, ...], final: bool, every: float) -> bool:
         now = time.monotonic()

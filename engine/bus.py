@@ -54,7 +54,7 @@ class Subscription:
                 return items
             await self._wakeup.wait()
 
-    async def __aiter__(self) -> AsyncIterator[Event]:  # type: ignore[override]
+    async def __aiter__(self) -> AsyncIterator[Event]:
         while True:
             batch = await self.receive_batch()
             if not batch and self._closed:

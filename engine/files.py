@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 
 def ensure_private_dir(path: Path, mode: int = 0o700) -> Path:
@@ -42,7 +42,7 @@ def atomic_write_json(path: Path, value: Any) -> None:
     atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
-def open_private_append(path: Path):
+def open_private_append(path: Path) -> TextIO:
     """Append-mode text file created 0600 (logs can name wallets and markets)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

@@ -7,7 +7,7 @@ from console.commands import settings_from
 from engine.settings import describe
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("config", help="print the effective settings and where each came from (secrets redacted)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)

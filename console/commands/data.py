@@ -14,7 +14,7 @@ from engine.redact import redact
 from engine.stores.clickhouse import open_clickhouse
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("data", help="load trades, markets or resolutions into ClickHouse")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     load = dsub.add_parser(

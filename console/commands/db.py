@@ -8,7 +8,7 @@ from console.commands import settings_from
 from engine.stores.postgres import Postgres
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("db", help="Postgres schema: apply or list migrations")
     dbsub = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     m = dbsub.add_parser("migrate", help="apply pending migrations (each once, recorded in schema_migrations)")

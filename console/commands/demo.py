@@ -13,7 +13,7 @@ from engine.errors import ExitCode
 from engine.stores.clickhouse import open_clickhouse
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser(
         "demo",
         help="generate demo trades/markets/resolutions (replacing the enrichment tables' contents), run A–E, print the gates",

@@ -9,7 +9,7 @@ from console.commands import settings_from
 from engine.doctor import run_doctor
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("doctor", help="check both stores, migrations, the runtime directory and API keys")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)

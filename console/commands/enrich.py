@@ -8,7 +8,7 @@ from console.commands import add_job_args, positive_int, run_job_command, settin
 from engine.enrichment.job import EnrichmentJob
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser(
         "enrich",
         help="run enrichment steps A–E (D = batched, checkpointed P&L; E = resolution accuracy), then the gates",

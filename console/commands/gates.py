@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from console.commands import settings_from
 from engine.enrichment.gates import any_failed, compute_gates, format_gates
@@ -12,7 +13,7 @@ from engine.errors import ExitCode
 from engine.stores.clickhouse import open_clickhouse
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser(
         "gates",
         help="print the enrichment gates (markets_missing_dim, pnl_nulls, wallets_with_outcomes, "
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def gate_dicts(gates: list) -> list[dict]:
+def gate_dicts(gates: list[Any]) -> list[dict[str, Any]]:
     return [{"name": g.name, "status": g.status, "actual": g.actual, "expected": g.expected, "detail": g.detail} for g in gates]
 
 

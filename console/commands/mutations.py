@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 from dataclasses import asdict
 
 import anyio
@@ -16,7 +17,7 @@ from engine.redact import redact
 from engine.stores.clickhouse import open_clickhouse
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser(
         "mutations",
         help="pending ClickHouse mutations of our database (table, id, age, parts, failure); --kill ID",
@@ -50,7 +51,7 @@ def _confirm(question: str, assume_yes: bool) -> bool:
 def _wait(ch: object, args: argparse.Namespace, default_timeout: float) -> int:
     last = [-1]
 
-    def status(pending: list) -> None:
+    def status(pending: list[Any]) -> None:
         if len(pending) != last[0]:
             last[0] = len(pending)
             print(f"pending_mutations = {len(pending)}", flush=True)

@@ -7,8 +7,12 @@ import json
 import sys
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from console.commands import add_job_args, positive_int, run_job_command, settings_from
+
+if TYPE_CHECKING:
+    from engine.pipeline.options import PipelineOptions
 
 WINDOW_HELP = (
     "close-date window (UTC), sent to Gamma as end_date_min/end_date_max: --window-days N takes markets whose "
@@ -35,7 +39,7 @@ def _non_negative(text: str) -> int:
     return value
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser(
         "pipeline",
         help="daily forecast pipeline: Gamma markets -> research -> forecasts -> Postgres",
@@ -89,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def options_from(args: argparse.Namespace):
+def options_from(args: argparse.Namespace) -> PipelineOptions:
     from engine.pipeline.options import PipelineOptions
 
     return PipelineOptions(

@@ -11,7 +11,7 @@ import anyio
 from console.commands import settings_from
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser(
         "replay",
         help="persist a pipeline run's debug dumps (no LLM calls; idempotent)",

@@ -13,7 +13,7 @@ from engine.errors import ExitCode, OpsError
 from engine.stores.clickhouse import open_clickhouse
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser(
         "reset",
         help="reset enrichment P&L: --hard (everything) or --market ID (one market); backs up first",

@@ -6,7 +6,7 @@ from console.commands import add_job_args, run_job_command, settings_from
 from engine.jobs.selftest import SelftestJob
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser(
         "selftest",
         help="run a small job that exercises the runtime (progress, checkpoints, pause/stop, signals); no stores needed",

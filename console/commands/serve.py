@@ -11,7 +11,7 @@ from engine.errors import BadInput
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("serve", help="open the console in a browser (textual-serve); binds to 127.0.0.1 by default")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")

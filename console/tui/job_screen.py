@@ -95,7 +95,7 @@ def stores_label(session: JobSession) -> str:
 
 
 class JobScreen(Screen[None]):
-    BINDINGS = bindings(JOB_ACTIONS)
+    BINDINGS = bindings(JOB_ACTIONS)  # type: ignore[assignment]  # list is invariant; Binding is one of the allowed items
     ACTIONS = JOB_ACTIONS
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
 

@@ -63,7 +63,8 @@ def _enrichment(steps: list[str], resume: bool) -> Callable[[Settings], Any]:
 def _pipeline_dry_run(offline: bool) -> Callable[[Settings], Any]:
     def make(settings: Settings) -> Any:
         from engine.pipeline import SAMPLE_MARKETS
-        from engine.pipeline.job import PipelineJob, PipelineOptions
+        from engine.pipeline.job import PipelineJob
+        from engine.pipeline.options import PipelineOptions
 
         # The summary file is what the launcher shows as "last pipeline summary". Offline, the
         # bundled Gamma snapshot stands in for the API (it includes two broken markets).
@@ -158,7 +159,7 @@ class LauncherGates(Message):
 
 
 class LauncherScreen(Screen[None]):
-    BINDINGS = bindings(LAUNCHER_ACTIONS)
+    BINDINGS = bindings(LAUNCHER_ACTIONS)  # type: ignore[assignment]  # list is invariant; Binding is one of the allowed items
     ACTIONS = LAUNCHER_ACTIONS
 
     def __init__(self, settings: Settings | None, *, info: bool = True) -> None:

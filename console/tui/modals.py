@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import typing
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from textual.app import ComposeResult
@@ -100,7 +100,8 @@ class EditLiveScreen(ModalScreen[dict[str, Any] | None]):
                     if kind == "list":
                         yield TextArea("\n".join(str(v) for v in value), id=f"field-{name}", classes="field-list")
                     else:
-                        input_type = {"int": "integer", "float": "number"}.get(kind, "text")
+                        input_type: Literal["integer", "number", "text"] = (
+                            "integer" if kind == "int" else "number" if kind == "float" else "text")
                         yield Input(str(value), type=input_type, id=f"field-{name}", classes="field")
             yield Static("", id="edit-error", classes="dialog-error")
             with Horizontal(classes="dialog-buttons"):

@@ -204,7 +204,7 @@ class PipelinePanel(Vertical):
             values = [fmt_count(stats.get(k, 0)) for k in self.KEYS]
             if suite in table.rows:
                 # Update cells in place so the table keeps its cursor and does not flicker.
-                for key, value in zip(self.KEYS, values):
+                for key, value in zip(self.KEYS, values, strict=False):
                     col = self.COLUMNS[self.KEYS.index(key) + 1]
                     table.update_cell(suite, col, value)
             else:
@@ -292,7 +292,7 @@ class MutationsTable(DataTable[Any]):
             cells = [Text(mid), Text(f"{m.database}.{m.table}"), Text(redact(m.command)[:80]),
                      Text(fmt_duration(m.age_s)), Text(fmt_count(m.parts_to_do)), fail]
             if mid in self.rows:
-                for col, value in zip(self.COLUMNS, cells):
+                for col, value in zip(self.COLUMNS, cells, strict=False):
                     self.update_cell(mid, col, value)
             else:
                 self.add_row(*cells, key=mid)

@@ -204,7 +204,7 @@ class GammaClient:
         ceiling = min(self.backoff_max_s, self.backoff_base_s * (2 ** (state.attempt_number - 1)))
         return random.uniform(ceiling / 2, ceiling)
 
-    async def get_json(self, path: str, params: list[tuple[str, str]] | dict[str, Any] | None = None) -> Any:
+    async def get_json(self, path: str, params: httpx.QueryParams | dict[str, str] | None = None) -> Any:
         """GET `path` and decode JSON, retrying what a retry can fix."""
 
         async def once() -> Any:
@@ -245,7 +245,7 @@ class GammaClient:
         raise GammaError(f"Gamma {path} failed after {self.max_attempts} attempts: {reason}")
 
     async def markets_page(self, params: list[tuple[str, str]], limit: int, offset: int) -> Any:
-        return await self.get_json("/markets", [*params, ("limit", str(limit)), ("offset", str(offset))])
+        return await self.get_json("/markets", httpx.QueryParams([*params, ("limit", str(limit)), ("offset", str(offset))]))
 
     async def _paged(self, params: list[tuple[str, str]], limit: int, report: FetchReport, max_pages: int = 10_000) -> None:
         offset = 0

@@ -170,7 +170,7 @@ def read_records(path: Path, fmt: str) -> Iterator[Record]:
                 return
             for row in reader:
                 if None in row:  # more cells than header columns
-                    yield Record(f"line {reader.line_num}", None, f"{len(row[None]) } more cells than the header has")  # type: ignore[index]
+                    yield Record(f"line {reader.line_num}", None, f"{len(row[None]) } more cells than the header has")
                     continue
                 yield Record(f"line {reader.line_num}", _blank_to_none(row))
     elif fmt == "jsonl":

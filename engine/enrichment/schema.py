@@ -24,6 +24,7 @@ Choices that the rest of the code relies on:
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from engine.stores.clickhouse import ClickHouse
 
@@ -242,7 +243,7 @@ async def aensure_schema(ch: ClickHouse) -> None:
 PLACEHOLDER_IDS = ("", "unknown", "none", "null", "n/a", "0x")
 
 
-def resolution_problem(condition_id: str | None, market_id: str | None, payouts: list | None) -> str | None:
+def resolution_problem(condition_id: str | None, market_id: str | None, payouts: list[Any] | None) -> str | None:
     """Why a resolution record is unusable, or None when it is valid. Exact (Decimal) arithmetic."""
     from decimal import Decimal, InvalidOperation
 

@@ -378,7 +378,7 @@ async def run_step_d(
             updated_at=now_iso(),
             cursor=Cursor(wallet_address=cursor[0], condition_id=cursor[1]) if cursor else None,
             fingerprint=fingerprint, pairs_total=total, batch_size=ctx.control.live.batch_size,
-            write_strategy=strategy, status=status,  # type: ignore[arg-type]
+            write_strategy=strategy, status=status,
         )
 
     last_saved: list[StepDCheckpoint] = []

@@ -107,7 +107,7 @@ def choose_source(ctx: JobContext, *, snapshot: Path | str | None, offline: bool
 
 async def _close(source: MarketSource | None, owned: bool) -> None:
     if owned and source is not None and hasattr(source, "aclose"):
-        await source.aclose()  # type: ignore[attr-defined]
+        await source.aclose()
 
 
 def read_focus_file(path: Path | str) -> list[str]:

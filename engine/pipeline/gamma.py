@@ -182,7 +182,7 @@ class GammaClient:
         if isinstance(exc, _Retryable) and exc.retry_after is not None:
             return exc.retry_after
         backoff = min(self.backoff_max_s, self.backoff_base_s * (2 ** (state.attempt_number - 1)))
-        return backoff * (0.5 + random.random() / 2)  # jitter: many runners must not retry in step
+        return float(backoff * (0.5 + random.random() / 2))  # jitter: many runners must not retry in step
 
     async def _get_page(self, client: httpx.AsyncClient, params: dict[str, Any]) -> list[Any]:
         async def attempt() -> list[Any]:

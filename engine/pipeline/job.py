@@ -119,7 +119,7 @@ class PipelineJob:
         # One window per run, computed once: ingestion uses exactly the window the run records.
         self.fixed_window = window if use_window else opts.window()
         window = self.fixed_window
-        self.window_desc = window.describe() if window else {"start": None, "end": None}
+        self.window_desc: dict[str, str | None] = window.describe() if window else {"start": None, "end": None}
         dump_root = None if opts.no_debug_dump else (opts.debug_dump_dir or settings.debug_dump_dir)
         self.dumps = DumpWriter(Path(dump_root).expanduser().resolve() if dump_root else None, self.run_id)
         self.last_configs = self.start_configs
@@ -232,8 +232,8 @@ class PipelineJob:
     async def _ingest(self, ctx: JobContext) -> list[EventGroup]:
         opts, settings, stats = self.options, ctx.settings, self.stats
         if opts.source is not None:
-            window = self.fixed_window
-            fetched: FetchResult = await anyio.to_thread.run_sync(lambda: load_snapshot(opts.source, window, opts.limit))
+            source, window = opts.source, self.fixed_window
+            fetched: FetchResult = await anyio.to_thread.run_sync(lambda: load_snapshot(source, window, opts.limit))
             ctx.log(f"read {fetched.seen} market(s) from {opts.source}")
         else:
             window = self.fixed_window

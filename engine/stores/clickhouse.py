@@ -49,7 +49,7 @@ class QueryResult:
     rows: list[tuple[Any, ...]]
 
     def dicts(self) -> list[dict[str, Any]]:
-        return [dict(zip(self.columns, row)) for row in self.rows]
+        return [dict(zip(self.columns, row, strict=False)) for row in self.rows]
 
     def scalar(self) -> Any:
         return self.rows[0][0] if self.rows else None
@@ -167,7 +167,7 @@ class ClickHouse:
             )
             self.command(f"INSERT INTO {table} VALUES (1, 1)")
             self.command(f"UPDATE {table} SET v = 2 WHERE k = 1")
-            return self.scalar(f"SELECT v FROM {table} WHERE k = 1") == 2
+            return bool(self.scalar(f"SELECT v FROM {table} WHERE k = 1") == 2)
         except ClickHouseError:
             return False
         finally:
@@ -204,7 +204,7 @@ class ClickHouse:
 
 
 def _json_each_row(columns: list[str], rows: list[Any]) -> bytes:
-    return "\n".join(json.dumps(dict(zip(columns, row)), default=str) for row in rows).encode()
+    return "\n".join(json.dumps(dict(zip(columns, row, strict=False)), default=str) for row in rows).encode()
 
 
 # --- chDB --------------------------------------------------------------------------------------
@@ -284,7 +284,7 @@ class ChdbClickHouse(ClickHouse):
             from chdb import session as chdb_session
 
             try:
-                sess = chdb_session.Session(str(path))
+                sess = chdb_session.Session(str(path))  # type: ignore[no-untyped-call]
             except Exception as exc:
                 lock.release()
                 raise StoreUnavailable(

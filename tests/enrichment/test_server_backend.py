@@ -30,7 +30,7 @@ from engine.enrichment.stepd import pnl_checksum
 from engine.errors import BadInput
 from engine.events import CheckpointSaved, JobState
 from engine.settings import load_settings
-from engine.stores.clickhouse import ClickHouse, QueryResult, open_clickhouse
+from engine.stores.clickhouse import ClickHouse, ClickHouseError, QueryResult, open_clickhouse
 from engine.stores.clickhouse_cluster import mutation_settings, on_cluster, replica_wide_mutations
 from tests.enrichment.conftest import run_enrichment
 
@@ -150,7 +150,7 @@ def test_cluster_statements_parse_in_the_real_clickhouse_parser(ch) -> None:
         # formatQuery runs ClickHouse's own parser and fails on a syntax error; nothing is executed.
         formatted = ch.scalar("SELECT formatQuery({q:String})", {"q": statement})
         assert formatted, statement
-    with pytest.raises(Exception):
+    with pytest.raises(ClickHouseError):
         ch.scalar("SELECT formatQuery({q:String})", {"q": "CREATE TABLE t ON CLUSTER (x UInt8)"})
 
 

@@ -162,7 +162,7 @@ def test_live_batch_size_change_applies_at_the_next_batch(settings, ch) -> None:
     outcome, rec = run_enrichment(job, settings, ch, on_event=on_event)
     assert outcome.state is JobState.DONE
     done = [e.pairs_done for e in rec.of(CheckpointSaved) if e.where == "local"]
-    steps = [b - a for a, b in zip([0] + done, done)]
+    steps = [b - a for a, b in zip([0] + done, done, strict=False)]
     # batches of 10 until the change is seen (batch 3 may have started already), then 50
     assert steps[:2] == [10, 10] and 50 in steps[2:4]
     later = [x for x in steps[steps.index(50):] if x]  # the final "done" checkpoint repeats the count

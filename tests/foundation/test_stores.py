@@ -185,7 +185,6 @@ def test_pending_and_failing_mutations_are_visible_on_both_backends(ch_backend: 
         ).dicts()[0]
         if row["latest_fail_reason"]:
             break
-        import time
 
         time.sleep(0.02)
     assert row is not None and row["is_done"] == 0 and "boom" in row["latest_fail_reason"]

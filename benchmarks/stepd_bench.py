@@ -1,6 +1,6 @@
 """Step D against its yardstick: the same P&L computed by one set-based statement.
 
-`python -m engine.enrichment.bench [--scale seed] [--batch-size 300]` generates demo data in the
+`python -m benchmarks.stepd_bench [--scale seed] [--batch-size 300]` generates demo data in the
 configured ClickHouse database (replacing its enrichment tables!), times one `CREATE TABLE … AS
 SELECT` computing every trade's P&L, then a full Step D, and prints both and their ratio.
 Use a scratch runtime: OPSCONSOLE_RUNTIME_DIR=/tmp/bench-rt.
