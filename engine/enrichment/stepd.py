@@ -41,6 +41,7 @@ from engine.enrichment import sql
 from engine.enrichment.checkpoint import (
     JOB_NAME, Cursor, RemoteCheckpoints, StepDCheckpoint, load_local, now_iso, save_local, state_path,
 )
+from engine.enrichment.mutations import wait_for_mutations
 from engine.enrichment.schema import MUTATED_TABLES, ensure_schema
 from engine.enrichment.writes import KeyRange, resolve_strategy, write_batch
 from engine.errors import BadInput, OpsError
@@ -187,10 +188,6 @@ async def wait_mutations(ctx: JobContext, ch: ClickHouse, timeout_s: float) -> i
         ctx.emit(MutationStatus(job=ctx.name, pending=len(pending), details=tuple(pending)))
         crash_point("during_mutation_wait")
 
-    try:
-        from engine.enrichment.mutations import wait_for_mutations
-    except ModuleNotFoundError:  # shipped separately; the adapter has the same contract
-        from engine.enrichment.pending import wait as wait_for_mutations  # type: ignore[assignment]
     await wait_for_mutations(ch, tables=list(MUTATED_TABLES), timeout_s=timeout_s, on_status=status)
     return first[0] if first else 0
 
