@@ -9,7 +9,8 @@ wallet count comes from the data.
 from __future__ import annotations
 
 from engine.enrichment import sql
-from engine.enrichment.schema import ensure_schema
+from engine.enrichment.mutations import pending_mutations
+from engine.enrichment.schema import MUTATED_TABLES, ensure_schema
 from engine.events import GateResult
 from engine.stores.clickhouse import ClickHouse
 
@@ -18,9 +19,8 @@ PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 
 def _pending_count(ch: ClickHouse) -> tuple[int, int]:
     """(pending, failing) mutations on our database's enrichment tables."""
-    from engine.enrichment.pending import pending_summary
-
-    return pending_summary(ch)
+    rows = pending_mutations(ch, MUTATED_TABLES)
+    return len(rows), sum(1 for m in rows if m.latest_fail_reason)
 
 
 def compute_gates(ch: ClickHouse) -> list[GateResult]:

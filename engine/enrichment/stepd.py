@@ -7,7 +7,8 @@
   set-based by ONE statement over that key range, writing absolute values: re-running a batch after a
   crash writes the same bits.
 * After every batch: the checkpoint (cursor + runbook fields) to the local file, atomically, then to
-  Postgres (failures shown and retried, never blocking). Stop and pause only happen between batches.
+  Postgres (failures shown and retried, never blocking) — engine.enrichment.checkpoint_writer. Stop
+  and pause only happen between batches.
 * Every `mutation_wait_every` batches (live setting) we wait for our tables' pending mutations,
   bounded by a timeout and failing with the mutation's own failure text.
 
@@ -39,12 +40,14 @@ import anyio
 from engine.crashpoints import crash_point
 from engine.enrichment import sql
 from engine.enrichment.checkpoint import (
-    JOB_NAME, Cursor, RemoteCheckpoints, StepDCheckpoint, load_local, now_iso, save_local, state_path,
+    JOB_NAME, Cursor, RemoteCheckpoints, StepDCheckpoint, load_local, now_iso, state_path,
 )
+from engine.enrichment.checkpoint_writer import CheckpointWriter
+from engine.enrichment.mutations import wait_for_mutations
 from engine.enrichment.schema import MUTATED_TABLES, ensure_schema
 from engine.enrichment.writes import KeyRange, resolve_strategy, write_batch
 from engine.errors import BadInput, OpsError
-from engine.events import CheckpointSaved, MutationInfo, MutationStatus
+from engine.events import MutationInfo, MutationStatus
 from engine.runner import JobContext
 from engine.stores.clickhouse import ClickHouse
 
@@ -187,10 +190,6 @@ async def wait_mutations(ctx: JobContext, ch: ClickHouse, timeout_s: float) -> i
         ctx.emit(MutationStatus(job=ctx.name, pending=len(pending), details=tuple(pending)))
         crash_point("during_mutation_wait")
 
-    try:
-        from engine.enrichment.mutations import wait_for_mutations
-    except ModuleNotFoundError:  # shipped separately; the adapter has the same contract
-        from engine.enrichment.pending import wait as wait_for_mutations  # type: ignore[assignment]
     await wait_for_mutations(ch, tables=list(MUTATED_TABLES), timeout_s=timeout_s, on_status=status)
     return first[0] if first else 0
 
@@ -243,26 +242,6 @@ async def apply_patches(ctx: JobContext, ch: ClickHouse, timeout_s: float) -> fl
 REMOTE_WHERE = "Postgres ops_job_checkpoints"
 
 
-async def _mirror_catch_up(ctx: JobContext, remote: RemoteCheckpoints, cp: StepDCheckpoint) -> None:
-    """A run killed between its final local checkpoint and the mirror leaves Postgres behind; the
-    next run finds Step D complete and brings the mirror up to the local checkpoint."""
-    remote.last_error = ""
-    mirrored = await remote.load()
-    if mirrored is None and remote.last_error:
-        ctx.log(f"could not compare the Postgres mirror with the local checkpoint: {remote.last_error}",
-                level="WARNING", step="D")
-        return
-    if mirrored is not None and mirrored.document() == cp.document():
-        return
-    behind = "empty" if mirrored is None else f"status {mirrored.status}, pairs_done={mirrored.pairs_done:,}"
-    error = await remote.save(cp, final=True)
-    if error is None:
-        ctx.log(f"the Postgres mirror was behind the local checkpoint ({behind}); brought up to date", step="D")
-    else:
-        ctx.log(f"the Postgres mirror is behind the local checkpoint ({behind}) and could not be updated: {error}",
-                level="WARNING", step="D")
-
-
 async def _start_position(
     ctx: JobContext, ch: ClickHouse, cp: StepDCheckpoint, fingerprint: str, total: int, where: str
 ) -> tuple[tuple[str, str] | None, int]:
@@ -295,6 +274,202 @@ async def _start_position(
     return cursor, cp.pairs_done
 
 
+
+class StepD:
+    """One run of Step D.
+
+    The position (cursor, pairs_done, batch_idx) moves only after a batch's rows are written, and a
+    checkpoint is only built from the position: so a checkpoint says less than is done, never more.
+    The CheckpointWriter saves it in the background while the next batch is written, and keeps
+    checkpoints in order; stop, pause, a failure and the end `settle` it first."""
+
+    def __init__(self, ctx: JobContext, ch: ClickHouse, *, remote: RemoteCheckpoints | None,
+                 mutation_timeout_s: float) -> None:
+        self.ctx = ctx
+        self.ch = ch
+        self.mutation_timeout_s = mutation_timeout_s
+        self.writer = CheckpointWriter(ctx, remote)
+        self.started = time.monotonic()
+        # Fixed once the work list is frozen (`_prepare`).
+        self.total = 0
+        self.fingerprint = ""
+        self.strategy = ""
+        # The position: what is done.
+        self.cursor: tuple[str, str] | None = None
+        self.pairs_done = 0
+        self.batch_idx = 0
+        self.last_mutations = 0
+        # This run's work.
+        self.batches_run = 0
+        self.rows_written = 0
+
+    async def run(self, *, resume: bool, write_strategy: str) -> StepDResult:
+        ctx, ch = self.ctx, self.ch
+        self.started = time.monotonic()
+        await _t(ensure_schema, ch)
+        ctx.progress("D", 0, None, unit="pairs")
+        cp, where = await self._load(resume)
+
+        # Resuming must compare the checkpoint with today's inputs before anything else; a fresh run
+        # takes its fingerprint from the work-list build (the same value, one scan fewer).
+        fingerprint: str | None = None
+        if cp is not None:
+            ctx.log("fingerprinting inputs (trades, valid resolutions)", step="D")
+            fingerprint = await _t(input_fingerprint, ch, cp.fingerprint)
+
+        if cp is not None and cp.status == "done" and cp.fingerprint == fingerprint:
+            result = await self._already_done(cp, where)
+            if result is not None:
+                return result
+            cp = None
+
+        await self._prepare(cp, where, fingerprint, write_strategy)
+        self._report()
+        stopped = await self.writer.run(self._batches)
+        if stopped is not None:
+            await self.writer.retry_mirror()
+            return stopped
+        return await self._finish()
+
+    async def _load(self, resume: bool) -> tuple[StepDCheckpoint | None, str]:
+        """The checkpoint to resume from (None: start from the beginning) and where it was read."""
+        ctx, runtime, remote = self.ctx, self.ctx.settings.runtime, self.writer.remote
+        where = str(state_path(runtime))
+        if not resume:
+            old = None
+            try:
+                old = await _t(load_local, runtime)
+            except BadInput:
+                pass
+            if old is not None and old.status != "done":
+                ctx.log(f"starting fresh: the previous checkpoint (pairs_done={old.pairs_done}) is replaced; "
+                        "use --resume to continue a stopped run", level="WARNING", step="D")
+            return None, where
+        cp: StepDCheckpoint | None = await _t(load_local, runtime)
+        if cp is None and remote is not None:
+            cp = await remote.load()
+            where = REMOTE_WHERE
+            if cp is not None:
+                ctx.log("no local checkpoint; resuming from the Postgres mirror", level="WARNING", step="D")
+        if cp is None:
+            ctx.log("--resume: no checkpoint found; starting Step D from the beginning", level="WARNING", step="D")
+        return cp, where
+
+    async def _already_done(self, cp: StepDCheckpoint, where: str) -> StepDResult | None:
+        """The result when a done checkpoint matches today's inputs and data; None: recompute."""
+        ctx = self.ctx
+        missing = await _t(step_d_missing, self.ch)
+        if missing:
+            ctx.log(f"checkpoint says done but {missing} resolved trades have no P&L (reset?); recomputing",
+                    level="WARNING", step="D")
+            return None
+        total = cp.pairs_total or cp.pairs_done
+        ctx.log("Step D already complete for these inputs; nothing to do", step="D")
+        if where != REMOTE_WHERE:
+            await self.writer.catch_up_mirror(cp)
+        ctx.progress("D", total, total, unit="pairs")
+        return StepDResult("already-done", total, total, 0, 0, time.monotonic() - self.started, cp.write_strategy or "")
+
+    async def _prepare(self, cp: StepDCheckpoint | None, where: str, fingerprint: str | None, write_strategy: str) -> None:
+        """Freeze the work list and payouts, pick the write strategy, and place the cursor."""
+        ctx, ch = self.ctx, self.ch
+        frozen = await _t(frozen_worklist, ch)
+        if cp is not None and frozen is not None and frozen[0] == fingerprint:
+            self.total = frozen[1]
+        else:
+            ctx.log("freezing the work list of (wallet, condition) pairs" + ("" if fingerprint else ", fingerprinting inputs"), step="D")
+            self.total, fingerprint = await _t(freeze_worklist, ch, fingerprint)
+        assert fingerprint is not None  # resumed: computed before; fresh: from the work list
+        self.fingerprint = fingerprint
+        conditions = await _t(freeze_payouts, ch)
+        self.strategy = await _t(resolve_strategy, ch, write_strategy)
+        if cp is not None:
+            self.cursor, self.pairs_done = await _start_position(ctx, ch, cp, fingerprint, self.total, where)
+            self.batch_idx = cp.batch_idx
+            self.last_mutations = cp.last_mutations
+            ctx.log(f"resuming after pair {self.pairs_done:,} of {self.total:,} (batch_idx {self.batch_idx})", step="D")
+        ctx.log(f"{self.total:,} pairs, {conditions:,} resolved conditions, write strategy {self.strategy}", step="D")
+
+    def _checkpoint(self, status: str = "running") -> StepDCheckpoint:
+        cursor = self.cursor
+        return StepDCheckpoint(
+            job=JOB_NAME, step="D", batch_idx=self.batch_idx, pairs_done=self.pairs_done,
+            last_mutations=self.last_mutations, updated_at=now_iso(),
+            cursor=Cursor(wallet_address=cursor[0], condition_id=cursor[1]) if cursor else None,
+            fingerprint=self.fingerprint, pairs_total=self.total, batch_size=self.ctx.control.live.batch_size,
+            write_strategy=self.strategy, status=status,
+        )
+
+    def _report(self) -> None:
+        size = self.ctx.control.live.batch_size
+        cursor = self.cursor
+        self.ctx.progress(
+            "D", self.pairs_done, self.total, unit="pairs", batch_idx=self.batch_idx,
+            batches_total=self.batch_idx + math.ceil(max(self.total - self.pairs_done, 0) / size), batch_size=size,
+            rows_written=self.rows_written, write_strategy=self.strategy,
+            cursor={"wallet_address": cursor[0], "condition_id": cursor[1]} if cursor else {},
+        )
+
+    def _result(self, status: str, seconds: float, applied: float | None = None) -> StepDResult:
+        return StepDResult(status, self.pairs_done, self.total, self.batches_run, self.rows_written, seconds,
+                           self.strategy, applied)
+
+    async def _batches(self) -> StepDResult | None:
+        """The batch loop; returns a result when stopped, None when the work list is exhausted.
+        Runs inside `CheckpointWriter.run`: batch i's checkpoint is saved while batch i+1 is written."""
+        ctx, ch, writer = self.ctx, self.ch, self.writer
+        reader = WorklistReader(ch, self.cursor)
+        while True:
+            if ctx.control.stop_requested or ctx.control.pause_requested:
+                await writer.settle()  # a pause holds with the newest checkpoint on disk
+            if not await ctx.control.boundary():
+                crash_point("during_stop_handling")
+                await writer.settle()
+                ctx.log(f"stopped at a batch boundary after pair {self.pairs_done:,} of {self.total:,}; checkpoint saved — "
+                        "continue with `opsconsole enrich --step D --resume`", step="D")
+                return self._result("stopped", time.monotonic() - self.started)
+            size = ctx.control.live.batch_size
+            batch = reader.take(self.cursor, size) if reader.buffered(size) else await _t(reader.take, self.cursor, size)
+            if batch is None:
+                return None
+            crash_point("before_batch_write")
+            try:
+                await anyio.to_thread.run_sync(write_batch, ch, self.strategy, batch.range)
+            except Exception as exc:
+                await writer.settle()  # the failure is reported with the newest checkpoint on disk
+                reason = f"{type(exc).__name__}: {exc}"
+                ctx.failure(f"batch {self.batch_idx + 1} (pairs after {self.cursor or 'start'})", reason, retriable=True, step="D")
+                raise OpsError(
+                    f"Step D batch {self.batch_idx + 1} failed; the checkpoint still points after pair {self.pairs_done:,}: {reason}",
+                    hint="fix the cause, then `opsconsole enrich --step D --resume`",
+                ) from None
+            crash_point("after_write_before_local_checkpoint")
+            # The batch is written: only now does the position move.
+            self.cursor = batch.range.last
+            self.pairs_done += batch.pairs
+            self.batch_idx += 1
+            self.batches_run += 1
+            self.rows_written += batch.rows
+            if self.batches_run % ctx.control.live.mutation_wait_every == 0:
+                self.last_mutations = await wait_mutations(ctx, ch, self.mutation_timeout_s)
+            await writer.save_next(self._checkpoint)
+            self._report()
+
+    async def _finish(self) -> StepDResult:
+        ctx = self.ctx
+        # Complete only when every mutation has landed (classic mutations run asynchronously on a server).
+        self.last_mutations = await wait_mutations(ctx, self.ch, self.mutation_timeout_s)
+        await self.writer.save(self._checkpoint("done"), final=True)
+        self._report()
+        elapsed = time.monotonic() - self.started
+        ctx.log(f"Step D done: {self.pairs_done:,} pairs, {self.rows_written:,} rows in {self.batches_run} batches, "
+                f"{elapsed:.1f}s", step="D")
+        applied = None
+        if self.strategy == "lightweight" and self.batches_run and ctx.settings.apply_patches:
+            applied = await apply_patches(ctx, self.ch, self.mutation_timeout_s)
+        return self._result("done", elapsed, applied)
+
+
 async def run_step_d(
     ctx: JobContext,
     ch: ClickHouse,
@@ -304,231 +479,5 @@ async def run_step_d(
     remote: RemoteCheckpoints | None,
     mutation_timeout_s: float,
 ) -> StepDResult:
-    started = time.monotonic()
-    runtime = ctx.settings.runtime
-    await _t(ensure_schema, ch)
-    ctx.progress("D", 0, None, unit="pairs")
-
-    cp: StepDCheckpoint | None = None
-    where = str(state_path(runtime))
-    if resume:
-        cp = await _t(load_local, runtime)
-        if cp is None and remote is not None:
-            cp = await remote.load()
-            where = REMOTE_WHERE
-            if cp is not None:
-                ctx.log("no local checkpoint; resuming from the Postgres mirror", level="WARNING", step="D")
-        if cp is None:
-            ctx.log("--resume: no checkpoint found; starting Step D from the beginning", level="WARNING", step="D")
-    else:
-        old = None
-        try:
-            old = await _t(load_local, runtime)
-        except BadInput:
-            pass
-        if old is not None and old.status != "done":
-            ctx.log(f"starting fresh: the previous checkpoint (pairs_done={old.pairs_done}) is replaced; "
-                    "use --resume to continue a stopped run", level="WARNING", step="D")
-
-    # Resuming must compare the checkpoint with today's inputs before anything else; a fresh run
-    # takes its fingerprint from the work-list build below (the same value, one scan fewer).
-    fingerprint: str | None = None
-    if cp is not None:
-        ctx.log("fingerprinting inputs (trades, valid resolutions)", step="D")
-        fingerprint = await _t(input_fingerprint, ch, cp.fingerprint)
-
-    if cp is not None and cp.status == "done" and cp.fingerprint == fingerprint:
-        missing = await _t(step_d_missing, ch)
-        if missing == 0:
-            total = cp.pairs_total or cp.pairs_done
-            ctx.log("Step D already complete for these inputs; nothing to do", step="D")
-            if remote is not None and where != REMOTE_WHERE:
-                await _mirror_catch_up(ctx, remote, cp)
-            ctx.progress("D", total, total, unit="pairs")
-            return StepDResult("already-done", total, total, 0, 0, time.monotonic() - started, cp.write_strategy or "")
-        ctx.log(f"checkpoint says done but {missing} resolved trades have no P&L (reset?); recomputing", level="WARNING", step="D")
-        cp = None
-
-    frozen = await _t(frozen_worklist, ch)
-    if cp is not None and frozen is not None and frozen[0] == fingerprint:
-        total = frozen[1]
-    else:
-        ctx.log("freezing the work list of (wallet, condition) pairs" + ("" if fingerprint else ", fingerprinting inputs"), step="D")
-        total, fingerprint = await _t(freeze_worklist, ch, fingerprint)
-    assert fingerprint is not None  # resumed: computed above; fresh: from the work list
-    conditions = await _t(freeze_payouts, ch)
-    strategy = await _t(resolve_strategy, ch, write_strategy)
-
-    cursor: tuple[str, str] | None = None
-    pairs_done = 0
-    batch_idx = 0
-    if cp is not None:
-        cursor, pairs_done = await _start_position(ctx, ch, cp, fingerprint, total, where)
-        batch_idx = cp.batch_idx
-        ctx.log(f"resuming after pair {pairs_done:,} of {total:,} (batch_idx {batch_idx})", step="D")
-    ctx.log(f"{total:,} pairs, {conditions:,} resolved conditions, write strategy {strategy}", step="D")
-
-    rows_written = 0
-    batches_run = 0
-    last_mutations = cp.last_mutations if cp is not None else 0
-
-    def checkpoint(status: str = "running") -> StepDCheckpoint:
-        return StepDCheckpoint(
-            job=JOB_NAME, step="D", batch_idx=batch_idx, pairs_done=pairs_done, last_mutations=last_mutations,
-            updated_at=now_iso(),
-            cursor=Cursor(wallet_address=cursor[0], condition_id=cursor[1]) if cursor else None,
-            fingerprint=fingerprint, pairs_total=total, batch_size=ctx.control.live.batch_size,
-            write_strategy=strategy, status=status,
-        )
-
-    last_saved: list[StepDCheckpoint] = []
-    # The Postgres mirror runs in a task of its own, fed in checkpoint order: a slow or unreachable
-    # server (a restart, a network cut: each attempt can take its full timeout) never holds the batch
-    # loop or the local checkpoints. While it is failing it skips to the newest state (one success
-    # catches it up). Stop, failure and the end drain it; the final checkpoint is mirrored inline.
-    to_mirror, mirror_queue = anyio.create_memory_object_stream[StepDCheckpoint](math.inf)
-    if remote is None:
-        mirror_queue.close()
-
-    async def save(state: StepDCheckpoint, final: bool = False) -> None:
-        last_saved[:] = [state]
-        # Local first and always: the remote mirror can never hold it back.
-        await anyio.to_thread.run_sync(save_local, runtime, state)
-        cur = state.cursor.model_dump() if state.cursor else {}
-        ctx.emit(CheckpointSaved(job=ctx.name, step="D", where="local", cursor=cur, pairs_done=state.pairs_done, batch_idx=state.batch_idx))
-        if remote is None:
-            return
-        if final:
-            await mirror(state, final=True)
-        else:
-            to_mirror.send_nowait(state)
-
-    async def mirror_loop() -> None:
-        async with mirror_queue:
-            async for state in mirror_queue:
-                while remote is not None and remote.failures:  # behind: only the newest state matters
-                    try:
-                        state = mirror_queue.receive_nowait()
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                await mirror(state)
-
-    async def mirror(state: StepDCheckpoint, final: bool = False) -> None:
-        assert remote is not None
-        crash_point("between_local_and_remote_checkpoint")
-        cur = state.cursor.model_dump() if state.cursor else {}
-        failures_before = remote.failures
-        error = await remote.save(state, final=final)
-        if error is None:
-            ctx.emit(CheckpointSaved(job=ctx.name, step="D", where="remote", cursor=cur, pairs_done=state.pairs_done, batch_idx=state.batch_idx))
-            if failures_before:
-                ctx.log(f"remote checkpoint caught up after {failures_before} failed attempt(s)", step="D")
-        elif remote.failures == 1 or remote.failures % 25 == 0:
-            ctx.log(f"remote checkpoint (Postgres) not saved: {error} — the local checkpoint is saved; "
-                    f"retrying at the next checkpoint ({remote.failures} consecutive failure(s))", level="WARNING", step="D")
-            if remote.failures == 1:
-                ctx.failure("remote checkpoint", error, retriable=True, step="D")
-        if error is not None and final:
-            ctx.log(f"the remote checkpoint in Postgres is behind the local one (pairs_done={state.pairs_done:,} "
-                    f"locally): {error}", level="WARNING", step="D")
-
-    def report() -> None:
-        size = ctx.control.live.batch_size
-        ctx.progress(
-            "D", pairs_done, total, unit="pairs", batch_idx=batch_idx,
-            batches_total=batch_idx + math.ceil(max(total - pairs_done, 0) / size), batch_size=size,
-            rows_written=rows_written, write_strategy=strategy,
-            cursor={"wallet_address": cursor[0], "condition_id": cursor[1]} if cursor else {},
-        )
-
-    reader = WorklistReader(ch, cursor)
-    # Checkpoint i is written while batch i+1's UPDATE runs: the checkpoint then says less than is
-    # done, never more, and checkpoints still land in order (each waits for the previous one). Any
-    # stop, pause, failure or the end first waits for the checkpoint in flight.
-    inflight: list[anyio.Event] = []
-
-    async def settle() -> None:
-        while inflight:
-            await inflight.pop().wait()
-
-    async def save_in_background(state: StepDCheckpoint, landed: anyio.Event) -> None:
-        try:
-            await save(state)
-        finally:
-            landed.set()
-
-    async def batches(tg: Any) -> StepDResult | None:
-        """The batch loop; returns a result when stopped, None when the work list is exhausted."""
-        nonlocal cursor, pairs_done, batch_idx, batches_run, rows_written, last_mutations
-        while True:
-            if ctx.control.stop_requested or ctx.control.pause_requested:
-                await settle()
-            if not await ctx.control.boundary():
-                crash_point("during_stop_handling")
-                await settle()
-                ctx.log(f"stopped at a batch boundary after pair {pairs_done:,} of {total:,}; checkpoint saved — "
-                        "continue with `opsconsole enrich --step D --resume`", step="D")
-                return StepDResult("stopped", pairs_done, total, batches_run, rows_written, time.monotonic() - started, strategy)
-            size = ctx.control.live.batch_size
-            batch = reader.take(cursor, size) if reader.buffered(size) else await _t(reader.take, cursor, size)
-            if batch is None:
-                return None
-            crash_point("before_batch_write")
-            try:
-                await anyio.to_thread.run_sync(write_batch, ch, strategy, batch.range)
-            except Exception as exc:
-                await settle()
-                reason = f"{type(exc).__name__}: {exc}"
-                ctx.failure(f"batch {batch_idx + 1} (pairs after {cursor or 'start'})", reason, retriable=True, step="D")
-                raise OpsError(
-                    f"Step D batch {batch_idx + 1} failed; the checkpoint still points after pair {pairs_done:,}: {reason}",
-                    hint="fix the cause, then `opsconsole enrich --step D --resume`",
-                ) from None
-            crash_point("after_write_before_local_checkpoint")
-            cursor = batch.range.last
-            pairs_done += batch.pairs
-            batch_idx += 1
-            batches_run += 1
-            rows_written += batch.rows
-            if batches_run % ctx.control.live.mutation_wait_every == 0:
-                last_mutations = await wait_mutations(ctx, ch, mutation_timeout_s)
-            await settle()
-            landed = anyio.Event()
-            inflight.append(landed)
-            tg.start_soon(save_in_background, checkpoint(), landed)
-            report()
-
-    report()
-    failure: list[Exception] = []
-    stopped: StepDResult | None = None
-    try:
-        async with anyio.create_task_group() as tg:
-            if remote is not None:
-                tg.start_soon(mirror_loop)
-            try:
-                stopped = await batches(tg)
-            except Exception as exc:  # raised outside the task group, unwrapped, once checkpoints landed
-                failure.append(exc)
-            await settle()
-            to_mirror.close()  # the mirror writes what is queued, then ends (the task group waits for it)
-    except BaseExceptionGroup as group:  # a background checkpoint write failed
-        if len(group.exceptions) == 1 and isinstance(group.exceptions[0], Exception):
-            raise group.exceptions[0] from None
-        raise
-    if failure:
-        raise failure[0]
-    if stopped is not None:
-        if remote is not None and remote.failures and last_saved:
-            await mirror(last_saved[-1], final=True)  # one more try so the mirror is current
-        return stopped
-
-    # Complete only when every mutation has landed (classic mutations run asynchronously on a server).
-    last_mutations = await wait_mutations(ctx, ch, mutation_timeout_s)
-    await save(checkpoint("done"), final=True)
-    report()
-    elapsed = time.monotonic() - started
-    ctx.log(f"Step D done: {pairs_done:,} pairs, {rows_written:,} rows in {batches_run} batches, {elapsed:.1f}s", step="D")
-    applied = None
-    if strategy == "lightweight" and batches_run and ctx.settings.apply_patches:
-        applied = await apply_patches(ctx, ch, mutation_timeout_s)
-    return StepDResult("done", pairs_done, total, batches_run, rows_written, elapsed, strategy, applied)
+    step = StepD(ctx, ch, remote=remote, mutation_timeout_s=mutation_timeout_s)
+    return await step.run(resume=resume, write_strategy=write_strategy)

@@ -16,8 +16,10 @@ import anyio
 
 from engine.enrichment import sql
 from engine.enrichment.checkpoint import load_local
+from engine.enrichment.mutations import pending_mutations
 from engine.enrichment.schema import MUTATED_TABLES, ensure_schema
 from engine.errors import OpsError
+from engine.events import MutationInfo
 from engine.runner import JobContext
 from engine.stores.clickhouse import ClickHouse
 
@@ -33,10 +35,8 @@ class StepEResult:
     seconds: float
 
 
-def _pending(ch: ClickHouse) -> list[Any]:
-    from engine.enrichment.pending import pending
-
-    return pending(ch, list(MUTATED_TABLES))
+def _pending(ch: ClickHouse) -> list[MutationInfo]:
+    return pending_mutations(ch, MUTATED_TABLES)
 
 
 def readiness_problems(ch: ClickHouse, runtime: Any) -> list[str]:

@@ -18,7 +18,6 @@ import json
 import pytest
 
 from engine.enrichment import mutations as mutations_mod
-from engine.enrichment import pending as pending_mod
 from engine.enrichment import schema
 from engine.enrichment import sql as esql
 from engine.enrichment.checkpoint import state_path
@@ -135,7 +134,7 @@ def test_cluster_mutation_settings_and_replica_wide_mutation_wait() -> None:
     assert mutation_settings("ALTER TABLE db.t UPDATE v = 1 WHERE 1") == {}
     lightweight = esql.batch_update_sql("opsconsole", "lightweight", True)
     assert mutation_settings(lightweight) == {}  # patch parts are computed once, on the initiating node
-    for text in (mutations_mod._PENDING_SQL, pending_mod._FALLBACK_SQL):
+    for text in (mutations_mod._PENDING_SQL, mutations_mod._COUNT_SQL):
         wide = replica_wide_mutations(text, "prod")
         assert "FROM clusterAllReplicas('prod', system.mutations)" in wide and "system.mutations." not in wide
     assert replica_wide_mutations("SELECT 1", "prod") == "SELECT 1"

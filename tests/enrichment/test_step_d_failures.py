@@ -7,6 +7,8 @@ import json
 from engine.enrichment.checkpoint import state_path
 from engine.enrichment.demo import generate_demo
 from engine.enrichment.job import EnrichmentJob
+from engine.enrichment.mutations import pending_mutations
+from engine.enrichment.schema import MUTATED_TABLES
 from engine.enrichment.stepd import pnl_checksum
 from engine.errors import ExitCode
 from engine.events import CheckpointSaved, Failure, JobState, MutationStatus
@@ -59,13 +61,11 @@ def test_mutation_wait_stops_on_a_failing_mutation_with_its_reason(settings, ch)
 
 def test_mutation_wait_times_out_with_a_clear_message(settings, ch) -> None:
     """Pending but not (yet) failing: the wait is bounded."""
-    from engine.enrichment import pending
-
     generate_demo(ch, "small", seed=8)
     ch.command("SYSTEM STOP MERGES $db.trades_raw")
     ch.command("ALTER TABLE $db.trades_raw UPDATE fee_usd = fee_usd WHERE 1", settings={"mutations_sync": 0})
     try:
-        assert len(pending.pending(ch)) == 1
+        assert len(pending_mutations(ch, MUTATED_TABLES)) == 1
         job = EnrichmentJob(["D"], batch_size=500, mutation_wait_every=1, mutation_timeout_s=1.5,
                             remote_checkpoints=False, run_gates=False)
         outcome, _ = run_enrichment(job, settings, ch)
