@@ -1,5 +1,5 @@
-"""SQL of the demo generator, Step D, Step E and the gates, and the valid-resolution predicate they
-share.
+"""SQL of the demo generator, Step D (with the one-statement yardstick its benchmark compares
+against), Step E and the gates, and the valid-resolution predicate they share.
 
 Other modules keep their statements beside the code that runs them: the DDL in schema.py, Steps A–C
 in steps_abc.py, file loading in loaders.py, mutation waits, pending mutations, resets and

@@ -1,5 +1,5 @@
 """The one resolution-validity rule: the Python check and the SQL generated from it agree, case by
-case, on real chDB; every bad case is rejected with its reason, including by the statements Step D,
+case, on real chDB (and over HTTP); every bad case is rejected with its reason, including by the statements Step D,
 Step E and the gates read market_resolutions through."""
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ def test_python_rule_names_each_case(condition_id: str, payouts: list[D | None],
     assert resolution_problem(condition_id, payouts, known=KNOWN) == expected
 
 
-def test_python_and_sql_agree_on_every_case(ch) -> None:
+def test_python_and_sql_agree_on_every_case(ch_backend) -> None:
+    ch = ch_backend  # embedded chDB, and the same SQL over HTTP (clickhouse-connect)
     ensure_schema(ch)
     ch.command("CREATE TABLE $db.rule_cases (i UInt32, condition_id String, "
                "payouts Array(Nullable(Decimal(18, 6)))) ENGINE = Memory")
