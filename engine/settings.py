@@ -83,6 +83,17 @@ class Settings(BaseSettings):
     # so later reads skip patch application. Off: ClickHouse's own merges do it, later.
     apply_patches: bool = Field(True, validation_alias=_alias("STEP_D_APPLY_PATCHES"))
 
+    # Enrichment Step A: the runbook's file of market (or condition) ids to (re)fetch even when present.
+    focus_file: Path | None = Field(None, validation_alias=_alias("FOCUS_FILE"))
+
+    @field_validator("focus_file", mode="before")
+    @classmethod
+    def _blank_focus_file(cls, value: Any) -> Any:
+        # FOCUS_FILE= (set but empty) means no focus file, as it did when Step A read the variable itself.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
     @field_validator("ingestion_filters", mode="before")
     @classmethod
     def _filters_json(cls, value: Any) -> Any:

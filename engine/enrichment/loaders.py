@@ -1,4 +1,5 @@
-"""`opsconsole data load`: trades, markets and resolutions from CSV, JSON lines or Parquet.
+"""`opsconsole data load`: trades, markets and resolutions from CSV, JSON lines, JSON or Parquet.
+The row checks and upserts here also serve Steps A and C (markets and resolutions from Gamma).
 
 Rules:
 * Every row is checked before anything reaches the real table. Trades and markets are
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.enrichment.categories import canonicalize_category
+from engine.enrichment.resolution_rule import NEGATIVE_PAYOUT, PAYOUTS_NOT_ONE, is_placeholder, payouts_problem
 from engine.enrichment.schema import ensure_schema
 from engine.errors import BadInput
 from engine.stores.clickhouse import ClickHouse, ClickHouseError, ident
@@ -37,8 +39,6 @@ FORMATS = ("auto", "csv", "jsonl", "parquet", "json")
 
 CHUNK_ROWS = 20_000
 MAX_LISTED = 20  # invalid rows named in a message; the count is always given in full
-
-PLACEHOLDER_IDS = {"", "unknown", "none", "null", "nan", "n/a", "na", "undefined", "0x", "-", "?"}
 
 # Documented file formats: (column, required, description). `opsconsole data load --help` prints these.
 COLUMNS: dict[Kind, list[tuple[str, bool, str]]] = {
@@ -253,7 +253,7 @@ def _text(row: dict[str, Any], name: str, *, required: bool, ident_like: bool = 
             raise FieldError(f"{name} is missing")
         return ""
     text = str(value).strip()
-    if ident_like and text.lower() in PLACEHOLDER_IDS:
+    if ident_like and is_placeholder(text):
         raise FieldError(f"{name} is a placeholder ({text!r})")
     if required and not text:
         raise FieldError(f"{name} is empty")
@@ -464,8 +464,10 @@ _OUTCOMES = {"YES": "YES", "NO": "NO", "SPLIT": "SPLIT", "Y": "YES", "N": "NO", 
 
 
 def validate_resolution(row: dict[str, Any], source: str = "file") -> tuple[str, tuple[Any, ...]]:
-    """A resolution is valid when its ids are real, its payouts are >= 0 and sum to exactly 1, and a
-    stated outcome agrees with the payouts. A null/unknown outcome is rejected, never guessed."""
+    """A resolution is valid when its ids are real, its payouts are >= 0 and sum to exactly 1 (the
+    clauses of resolution_rule), and a stated outcome agrees with the payouts. A null/unknown outcome
+    is rejected, never guessed. Whether the condition is known needs the store: `load_file` checks it
+    after staging; Step C only asks about conditions it already knows."""
     problems: list[str] = []
     (cond, market, resolved_at), problems = _collect([
         lambda: _text(row, "condition_id", required=True, ident_like=True),
@@ -497,10 +499,13 @@ def validate_resolution(row: dict[str, Any], source: str = "file") -> tuple[str,
     except (FieldError, json.JSONDecodeError) as exc:
         problems.append(str(exc) if isinstance(exc, FieldError) else "payouts is not a JSON list")
     if payouts is not None:
-        if any(p < 0 for p in payouts):
+        problem = payouts_problem(payouts)
+        if problem == NEGATIVE_PAYOUT:
             problems.append(f"payouts must be >= 0, got {[str(p) for p in payouts]}")
-        elif sum(payouts) != 1:
+        elif problem == PAYOUTS_NOT_ONE:
             problems.append(f"payouts must sum to 1, got {' + '.join(str(p) for p in payouts)} = {sum(payouts)}")
+        elif problem is not None:
+            problems.append(problem)
         elif outcome is not None:
             implied = "YES" if payouts[0] > payouts[1] else "NO" if payouts[1] > payouts[0] else "SPLIT"
             if implied != outcome:

@@ -24,11 +24,10 @@ Choices that the rest of the code relies on:
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from engine.stores.clickhouse import ClickHouse
 
-# Column names, for loaders and tests (order = table order).
+# Column names in table order (tests seed rows with them; loaders stage their own column lists).
 TRADES_COLUMNS = [
     "trade_id", "wallet_address", "market_id", "condition_id", "outcome_index", "side", "price",
     "shares", "usd_value", "fee_usd", "timestamp", "tx_hash", "canonical_category",
@@ -104,8 +103,10 @@ ORDER BY event_id
 SETTINGS {_PATCHABLE}
 """
 
-# Only VALID resolutions live here (known condition, payouts >= 0 summing to 1); loaders and Step C
-# put rejected candidates in resolution_rejects with the reason. Step D re-checks the same rule.
+# Only VALID resolutions live here (resolution_rule: a real, known condition id and payouts >= 0
+# summing to exactly 1): loaders, Step C and the demo put rejected candidates in resolution_rejects
+# with the reason. Readers (Step D, Step E, the gates) re-check the row-local clauses through
+# sql.VALID_RESOLUTIONS: a row that breaks them, however it got here, is never used.
 MARKET_RESOLUTIONS = f"""
 CREATE TABLE IF NOT EXISTS $db.market_resolutions (
     condition_id       String,
@@ -236,29 +237,3 @@ async def aensure_schema(ch: ClickHouse) -> None:
     import anyio
 
     await anyio.to_thread.run_sync(ensure_schema, ch)
-
-
-# The one rule for a usable resolution (loaders, Step C and Step D all apply it): two payouts, each
-# >= 0, summing to exactly 1, and a real condition id (not empty or a placeholder).
-PLACEHOLDER_IDS = ("", "unknown", "none", "null", "n/a", "0x")
-
-
-def resolution_problem(condition_id: str | None, market_id: str | None, payouts: list[Any] | None) -> str | None:
-    """Why a resolution record is unusable, or None when it is valid. Exact (Decimal) arithmetic."""
-    from decimal import Decimal, InvalidOperation
-
-    if condition_id is None or str(condition_id).strip().lower() in PLACEHOLDER_IDS:
-        return f"placeholder or missing condition_id {condition_id!r}"
-    if market_id is not None and str(market_id).strip().lower() in PLACEHOLDER_IDS[1:]:
-        return f"placeholder market_id {market_id!r}"
-    if payouts is None or len(payouts) != 2 or any(p is None for p in payouts):
-        return "payouts missing or not [yes, no] (unknown outcome)"
-    try:
-        values = [Decimal(str(p)) for p in payouts]
-    except (InvalidOperation, ValueError):
-        return f"payouts are not numbers: {payouts!r}"
-    if any(v < 0 for v in values):
-        return f"negative payout in {payouts!r}"
-    if sum(values) != 1:
-        return f"payouts {payouts!r} sum to {sum(values)}, not 1"
-    return None

@@ -1,4 +1,9 @@
-"""Every enrichment SQL statement of this package, in one place.
+"""SQL of the demo generator, Step D (with the one-statement yardstick its benchmark compares
+against), Step E and the gates, and the valid-resolution predicate they share.
+
+Other modules keep their statements beside the code that runs them: the DDL in schema.py, Steps A–C
+in steps_abc.py, file loading in loaders.py, mutation waits, pending mutations, resets and
+checkpoints in their own modules.
 
 Tables are written `$db.name` (the store substitutes the validated database); values are always bound
 as `{name:Type}` parameters. The few statements that need a table name inside a string literal
@@ -7,19 +12,16 @@ as `{name:Type}` parameters. The few statements that need a table name inside a 
 
 from __future__ import annotations
 
+from engine.enrichment.resolution_rule import resolution_problem_sql, valid_resolution_sql
 from engine.stores.clickhouse import ident
 
-# --- the one validity rule for resolutions (same as schema.resolution_problem) -----------------
-VALID_PAYOUTS = (
-    "length(payouts) = 2 AND payouts[1] >= 0 AND payouts[2] >= 0 AND payouts[1] + payouts[2] = 1 "
-    "AND lower(condition_id) NOT IN ('', 'unknown', 'none', 'null', 'n/a', '0x')"
-)
-
 # Valid resolutions, one row per condition (ReplacingMergeTree: FINAL gives the latest version).
+# The predicate is generated from resolution_rule, the same rule the loaders apply in Python. No
+# "known condition" clause here: every writer of market_resolutions checked that before writing.
 VALID_RESOLUTIONS = f"""
 SELECT condition_id, payouts, resolved_outcome, resolved_at
 FROM $db.market_resolutions FINAL
-WHERE {VALID_PAYOUTS}
+WHERE {valid_resolution_sql()}
 """
 
 # =================================================================================================
@@ -165,13 +167,8 @@ _M_OF_ID = "(toUInt32OrZero(market_id) - 500000)"
 _WITHHELD = f"({_h('withhold', _M_OF_ID)} % 25 = 0)"
 _LATE = f"({_h('late', _M_OF_ID)} % 12 = 0)"
 
-_CANDIDATE_PROBLEM = """multiIf(
-    lower(condition_id) IN ('', 'unknown', 'none', 'null', 'n/a', '0x'), 'placeholder condition_id',
-    condition_id NOT IN (SELECT condition_id FROM $db.markets_dim), 'unknown condition_id',
-    length(payouts) != 2 OR has(payouts, NULL), 'unknown outcome (null payouts)',
-    assumeNotNull(payouts[1]) < 0 OR assumeNotNull(payouts[2]) < 0, 'negative payout',
-    assumeNotNull(payouts[1]) + assumeNotNull(payouts[2]) != 1, 'payouts do not sum to 1',
-    '')"""
+# The demo knows a condition when markets_dim has it (every demo trade's condition is there).
+_CANDIDATE_PROBLEM = resolution_problem_sql(known_conditions="SELECT condition_id FROM $db.markets_dim")
 
 DEMO_RESOLUTIONS_VALID = f"""
 INSERT INTO $db.market_resolutions (condition_id, market_id, payouts, resolved_at, source, updated_at)
@@ -310,7 +307,8 @@ SELECT condition_id, payouts[1], payouts[2], 1 FROM ({VALID_RESOLUTIONS})
 
 
 def pnl_expressions(database: str) -> tuple[str, str]:
-    """(realized_pnl_usd, is_resolved) per DESIGN.md: s × shares × (p[outcome] − price) − fee.
+    """(realized_pnl_usd, is_resolved) as the README's "P&L and storage" defines them:
+    s × shares × (p[outcome] − price) − fee.
 
     Absolute values from the row itself and its condition's payouts: re-running a batch writes the
     same bits. Unresolved (or no longer valid) conditions get NULL / 0.

@@ -17,7 +17,6 @@ return: the rest of the job (D, E, gates) can still run, and gate `markets_missi
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -162,7 +161,7 @@ async def run_step_a(
     """Fetch markets missing from markets_dim (and those in FOCUS_FILE) and upsert them."""
     result = StepAResult()
     await _t(ensure_schema, ch)
-    focus_file = focus_file or os.environ.get("FOCUS_FILE") or None
+    focus_file = focus_file or ctx.settings.focus_file  # --focus-file first, then FOCUS_FILE
     targets: dict[str, set[str]] = {}  # condition_id -> market ids used by our trades/dims
     for market_id, condition_id in (await ch.aquery(MISSING_MARKETS)).rows:
         targets.setdefault(condition_id, set()).add(market_id)

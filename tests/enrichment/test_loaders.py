@@ -167,6 +167,36 @@ def test_resolutions_map_format_partial_accept(ch, tmp_path: Path) -> None:
     assert again.inserted == 0 and count(ch, "market_resolutions") == 2 and count(ch, "resolution_rejects") == 6
 
 
+def test_every_bad_resolution_is_rejected_with_its_reason(ch, tmp_path: Path) -> None:
+    """Each placeholder spelling of resolution_rule (as written, and in other case) and each broken
+    payout is rejected and recorded; only the good rows load."""
+    from engine.enrichment.resolution_rule import PLACEHOLDER_IDS
+
+    _known_markets(ch, 1, 2, 3, 4, 5)
+    spellings = sorted(PLACEHOLDER_IDS) + ["NaN", "UNDEFINED", " N/A "]
+    bad_ids = [_resolution(1, condition_id=p) for p in spellings]
+    negative = _resolution(3, payout_yes="1.2", payout_no="-0.2")
+    short = _resolution(4, payout_yes="0.333333", payout_no="0.666666")
+    for r in (negative, short):
+        del r["resolved_outcome"]  # optional: the payouts alone must reject these
+    doc = [*bad_ids, _resolution(2, market_id="undefined"), negative, short,
+           _resolution(5, resolved_outcome="SPLIT", payout_yes="0.5", payout_no="0.5")]
+    path = tmp_path / "resolutions.json"
+    path.write_text(json.dumps(doc))
+    report = load_file(ch, "resolutions", path)
+    reasons = {e.where: e.reason for e in report.invalid}
+    n = len(spellings)
+    for i, p in enumerate(spellings):
+        assert reasons[f"item[{i}]"] == f"condition_id is a placeholder ({p.strip()!r})"
+    assert reasons[f"item[{n}]"] == "market_id is a placeholder ('undefined')"
+    assert reasons[f"item[{n + 1}]"] == "payouts must be >= 0, got ['1.2', '-0.2']"
+    assert reasons[f"item[{n + 2}]"] == "payouts must sum to 1, got 0.333333 + 0.666666 = 0.999999"
+    assert len(report.invalid) == n + 3 and report.inserted == 1
+    got = ch.query("SELECT condition_id, resolved_outcome FROM $db.market_resolutions FINAL").rows
+    assert got == [(cond(5), "SPLIT")]
+    assert count(ch, "resolution_rejects") == n + 3
+
+
 def test_resolutions_none_valid_is_refused(ch, tmp_path: Path) -> None:
     _known_markets(ch, 1)
     path = write_csv(tmp_path / "r.csv", [_resolution(1, payout_yes=-1, payout_no=2)])

@@ -13,6 +13,7 @@ from engine.control import Control
 from engine.enrichment.steps_abc import run_step_a, run_step_b, run_step_c
 from engine.events import Failure, MutationStatus
 from engine.runner import JobContext
+from engine.settings import describe, load_settings
 from tests.conftest import with_settings
 from tests.enrichment.abc_data import cond, gamma_market, seed_market, seed_trades, trade
 from tests.enrichment.gamma_server import GammaServer
@@ -72,13 +73,34 @@ async def test_step_a_focus_file_refetches_present_markets(settings, ch, tmp_pat
     monkeypatch.setenv("FOCUS_FILE", str(focus))  # the runbook sets it in the environment
     with GammaServer([gamma_market(1, category="Sports"), gamma_market(2, category="Sports",
                                                                        question="Refetched?")]) as srv:
-        ctx, events = make_ctx(with_settings(settings, polymarket_base_url=srv.url))
+        # Settings load after the variable is set, with no explicit focus_file: FOCUS_FILE reaches
+        # Step A through Settings, as in a real run.
+        env_settings = load_settings(**{**settings.model_dump(exclude={"focus_file"}),
+                                        "polymarket_base_url": srv.url})
+        assert env_settings.focus_file == focus
+        ctx, events = make_ctx(env_settings)
         res = await run_step_a(ctx, ch)
     assert (res.missing, res.focus, res.written) == (0, 2, 1)
     got = dims(ch)
     assert got["m2"][1:] == ("Sports", "gamma", "Refetched?")
     assert got["m1"][1] == "Politics"  # not in the focus file: untouched
     assert [f.where for f in failures(events)] == ["not-a-market"]
+    # `opsconsole config` names the variable and where it came from
+    row = next(r for r in describe(env_settings) if r.name == "FOCUS_FILE")
+    assert (row.value, row.source) == (str(focus), "environment (FOCUS_FILE)")
+    # Step A reads the setting, not the process environment (a .env file sets it just as well)
+    monkeypatch.delenv("FOCUS_FILE")
+    with GammaServer([gamma_market(2, category="Sports", question="Refetched?")]) as srv:
+        ctx, _ = make_ctx(with_settings(settings, polymarket_base_url=srv.url, focus_file=focus))
+        again = await run_step_a(ctx, ch)
+    assert (again.focus, again.requested) == (2, 1)
+
+
+def test_focus_file_setting_blank_means_none(monkeypatch) -> None:
+    monkeypatch.setenv("FOCUS_FILE", "  ")
+    assert load_settings().focus_file is None
+    monkeypatch.setenv("FOCUS_FILE", "runtime/focus_market.txt")
+    assert load_settings().focus_file == Path("runtime/focus_market.txt")
 
 
 @pytest.mark.anyio
