@@ -1,48 +1,46 @@
-"""Polymarket Gamma API client for enrichment (Steps A and C), plus an offline snapshot source.
+"""Polymarket Gamma client for enrichment (Steps A and C), plus an offline snapshot source.
 
 Gamma sends `outcomes`, `outcomePrices` and `clobTokenIds` as JSON-encoded strings; they are
-decoded here, at the edge, into a typed `GammaMarket`. The old system had no retry at all (one 429
-aborted a run); here every request is retried with backoff on transport errors, 5xx and 429
-(honouring `Retry-After`), and a client-side limiter keeps us under Gamma's published `/markets`
-limit (300 requests per 10 s) so we rarely see a 429 in the first place.
+decoded here, at the edge, into a typed `GammaMarket`. Requests go through the shared transport
+(`engine.gamma_transport`): one pooled client, retries with backoff on transport errors, 5xx, 429
+(exactly `Retry-After`) and malformed JSON, and a client-side limit of 250 requests per 10 s under
+Gamma's published 300. The old system had no retry at all (one 429 aborted a run).
 """
 
 from __future__ import annotations
 
 import json
-import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Protocol
 
+import anyio
 import httpx
-from aiolimiter import AsyncLimiter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from engine.errors import BadInput, OpsError
-from engine.gamma_payloads import decode_json_list, retry_after_seconds
+from engine.errors import BadInput
+from engine.gamma_payloads import decode_json_list
 from engine.redact import redact
+from engine.gamma_transport import (
+    RATE_LIMIT_PERIOD_S,
+    RATE_LIMIT_REQUESTS,
+    GammaError,
+    GammaUnavailable,
+    JsonReply,
+    JsonTransport,
+    Limiter,
+    Params,
+    RetryPolicy,
+    Sleep,
+)
 
-# Gamma publishes 300 req / 10 s for /markets; stay comfortably below it.
-DEFAULT_RATE = (250, 10.0)
+__all__ = ["DEFAULT_BATCH", "DEFAULT_RATE", "FetchReport", "GammaClient", "GammaError", "GammaMarket",
+           "GammaUnavailable", "MarketSource", "SnapshotSource", "chunked", "parse_markets"]
+
+DEFAULT_RATE = (RATE_LIMIT_REQUESTS, RATE_LIMIT_PERIOD_S)
 DEFAULT_BATCH = 50  # condition ids per request: keeps URLs well under common 8 KiB limits
-
-
-class GammaError(OpsError):
-    """Gamma could not be used (unreachable after retries, malformed answer, client error)."""
-
-
-class GammaUnavailable(GammaError):
-    """Transport-level failure after every retry: Gamma is not reachable from here."""
-
-
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 def _json_list(value: Any) -> list[Any]:
@@ -127,12 +125,15 @@ class FetchReport:
     requests: int = 0
 
 
-def parse_markets(payload: Any, report: FetchReport) -> None:
-    """Validate a `/markets` answer (a JSON list); malformed entries are reported, not fatal."""
+def parse_markets(payload: Any, report: FetchReport, *, source: str = "Gamma /markets") -> None:
+    """Validate a `/markets` answer (a JSON list); malformed entries are reported, not fatal.
+
+    A well-formed answer of the wrong shape is fatal, not retried: unlike a truncated body, asking
+    again returns the same thing."""
     if isinstance(payload, dict) and isinstance(payload.get("data"), list):
         payload = payload["data"]  # some Gamma deployments wrap lists
     if not isinstance(payload, list):
-        raise GammaError(f"Gamma /markets answered {type(payload).__name__}, expected a JSON list of markets")
+        raise GammaError(f"{source} answered {type(payload).__name__}, expected a JSON list of markets")
     for i, raw in enumerate(payload):
         if not isinstance(raw, dict):
             report.malformed.append((f"#{i}", "not a JSON object"))
@@ -154,7 +155,7 @@ class MarketSource(Protocol):
 
 
 class GammaClient:
-    """Async Gamma client: timeouts, retries with backoff (429 `Retry-After` honoured), rate limit."""
+    """Gamma `/markets` by condition id (batched) or all closed markets (paged), as `GammaMarket`s."""
 
     def __init__(
         self,
@@ -168,24 +169,29 @@ class GammaClient:
         rate: tuple[int, float] = DEFAULT_RATE,
         batch_size: int = DEFAULT_BATCH,
         transport: httpx.AsyncBaseTransport | None = None,
+        limiter: Limiter | None = None,
+        sleep: Sleep = anyio.sleep,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise BadInput(f"Gamma base URL must start with http:// or https://, got {base_url!r}")
-        self.base_url = base_url.rstrip("/")
+        self.http = JsonTransport(
+            base_url, name="Gamma", timeout_s=timeout_s, rate=rate, limiter=limiter, transport=transport,
+            retry=RetryPolicy(attempts=max_attempts, backoff_base_s=backoff_base_s, backoff_max_s=backoff_max_s,
+                              max_retry_after_s=max_retry_after_s),
+            headers={"User-Agent": "opsconsole-enrichment"}, sleep=sleep, on_retry=on_retry,
+        )
+        self.base_url = self.http.base_url
         self.description = f"Gamma {self.base_url}"
         self.max_attempts = max_attempts
-        self.backoff_base_s = backoff_base_s
-        self.backoff_max_s = backoff_max_s
-        self.max_retry_after_s = max_retry_after_s
         self.batch_size = batch_size
-        self.limiter = AsyncLimiter(rate[0], rate[1])
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
-            headers={"Accept": "application/json", "User-Agent": "opsconsole-enrichment"},
-            transport=transport,
-        )
-        self.requests = 0
+
+    @property
+    def requests(self) -> int:
+        """HTTP requests sent, retries included."""
+        return self.http.requests
+
+    @property
+    def limiter(self) -> Limiter:
+        return self.http.limiter
 
     async def __aenter__(self) -> GammaClient:
         return self
@@ -194,66 +200,26 @@ class GammaClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self.http.aclose()
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _Retryable) and exc.retry_after is not None:
-            return min(exc.retry_after, self.max_retry_after_s)
-        # exponential backoff with full jitter: spreads retries of parallel callers
-        ceiling = min(self.backoff_max_s, self.backoff_base_s * (2 ** (state.attempt_number - 1)))
-        return random.uniform(ceiling / 2, ceiling)
-
-    async def get_json(self, path: str, params: httpx.QueryParams | dict[str, str] | None = None) -> Any:
+    async def get_json(self, path: str, params: Params = None) -> Any:
         """GET `path` and decode JSON, retrying what a retry can fix."""
-
-        async def once() -> Any:
-            async with self.limiter:
-                self.requests += 1
-                try:
-                    resp = await self._client.get(path, params=params)
-                except httpx.TimeoutException as exc:
-                    raise _Retryable(f"timed out ({type(exc).__name__})") from None
-                except httpx.TransportError as exc:
-                    raise _Retryable(f"cannot reach {self.base_url}: {exc or type(exc).__name__}") from None
-            if resp.status_code == 429:
-                raise _Retryable("429 Too Many Requests", retry_after_seconds(resp.headers.get("Retry-After")))
-            if resp.status_code >= 500:
-                raise _Retryable(f"HTTP {resp.status_code} from Gamma")
-            if resp.status_code >= 400:
-                raise GammaError(f"Gamma {path} refused the request: HTTP {resp.status_code} {resp.text[:200]!r}")
-            try:
-                return resp.json()
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise GammaError(f"Gamma {path} answered malformed JSON: {resp.text[:120]!r}") from None
-
-        last: _Retryable | None = None
-        try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.max_attempts),
-                wait=self._wait,
-                retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
-                reraise=True,
-            ):
-                with attempt:
-                    return await once()
-        except _Retryable as exc:
-            last = exc
-        reason = redact(str(last))
-        if last is not None and ("cannot reach" in reason or "timed out" in reason):
-            raise GammaUnavailable(f"Gamma unavailable after {self.max_attempts} attempts: {reason}")
-        raise GammaError(f"Gamma {path} failed after {self.max_attempts} attempts: {reason}")
+        return (await self.http.get_json(path, params)).data
 
     async def markets_page(self, params: list[tuple[str, str]], limit: int, offset: int) -> Any:
-        return await self.get_json("/markets", httpx.QueryParams([*params, ("limit", str(limit)), ("offset", str(offset))]))
+        return (await self._markets_page(params, limit, offset)).data
+
+    async def _markets_page(self, params: list[tuple[str, str]], limit: int, offset: int) -> JsonReply:
+        query = [*params, ("limit", str(limit)), ("offset", str(offset))]
+        return await self.http.get_json("/markets", query, what=f"Gamma /markets offset={offset}")
 
     async def _paged(self, params: list[tuple[str, str]], limit: int, report: FetchReport, max_pages: int = 10_000) -> None:
         offset = 0
         for _ in range(max_pages):
-            payload = await self.markets_page(params, limit, offset)
+            reply = await self._markets_page(params, limit, offset)
             report.requests += 1
             before = len(report.markets) + len(report.malformed)
-            parse_markets(payload, report)
+            parse_markets(reply.data, report, source=redact(f"Gamma /markets offset={offset} (GET {reply.url[:200]})"))
             got = len(report.markets) + len(report.malformed) - before
             if got < limit:
                 return

@@ -1,44 +1,45 @@
-"""Polymarket Gamma `/markets` client: paging, retries that honour Retry-After, a rate limit, dedup.
+"""Polymarket Gamma `/markets` client for the forecast pipeline: open markets by close-date window,
+paged, de-duplicated.
 
-Gamma publishes a limit of 300 requests per 10 s on `/markets`; we stay well under it on the client
-side so a long backfill never trips it. 429 and 5xx are retried with exponential backoff (or exactly
-the server's `Retry-After`), transport errors and malformed JSON too; after the last attempt the
-error names the page. Markets are de-duplicated by id across pages (offset paging over a live list
-can repeat items); markets without an id are handed back as rejects, never given a made-up id.
+Requests go through the shared transport (`engine.gamma_transport`): one pooled client per
+`GammaClient`, retries with backoff (exactly `Retry-After` on 429) on transport errors, 5xx and
+malformed JSON, at most 250 requests per 10 s (Gamma publishes 300); after the last attempt the
+error names the page and URL. Markets are de-duplicated by id across pages (offset paging over a
+live list can repeat items); markets without an id are handed back as rejects, never given a
+made-up id.
 """
 
 from __future__ import annotations
 
 import json
-import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import httpx
-from aiolimiter import AsyncLimiter
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+import anyio
 
-from engine.errors import BadInput, OpsError
+from engine.errors import BadInput
 from engine.gamma_payloads import retry_after_seconds
-from engine.redact import redact
+from engine.gamma_transport import (
+    RATE_LIMIT_PERIOD_S,
+    RATE_LIMIT_REQUESTS,
+    GammaError,
+    GammaUnavailable,
+    JsonTransport,
+    Limiter,
+    RetryPolicy,
+    Sleep,
+    request_error,
+)
 
-RATE_LIMIT_REQUESTS = 250  # per RATE_LIMIT_PERIOD_S; Gamma allows 300 per 10 s on /markets
-RATE_LIMIT_PERIOD_S = 10.0
+__all__ = ["RATE_LIMIT_PERIOD_S", "RATE_LIMIT_REQUESTS", "Collector", "FetchResult", "GammaClient", "GammaError",
+           "GammaUnavailable", "Window", "load_snapshot", "market_label", "parse_iso", "parse_retry_after"]
+
 RESERVED_PARAMS = {"limit", "offset", "closed", "end_date_min", "end_date_max"}
 MAX_RETRY_AFTER_S = 120.0
-
-
-class GammaError(OpsError):
-    """Ingestion could not continue (after retries)."""
-
-
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -149,6 +150,10 @@ class Collector:
 
 
 class GammaClient:
+    """Open markets closing in a window, page by page. Use as `async with` to keep one connection
+    pool across several fetches; without it, each `fetch` closes the pool when it ends (so a
+    caller that fetches once never leaks connections)."""
+
     def __init__(
         self,
         base_url: str,
@@ -159,98 +164,89 @@ class GammaClient:
         attempts: int = 6,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
-        limiter: AsyncLimiter | None = None,
+        limiter: Limiter | None = None,
         on_retry: Callable[[str], None] | None = None,
+        sleep: Sleep = anyio.sleep,
     ) -> None:
         filters = dict(filters or {})
         clash = sorted(RESERVED_PARAMS & set(filters))
         if clash:
             raise BadInput(f"INGESTION_FILTERS may not set {', '.join(clash)} (the pipeline sets them)")
-        self.base_url = base_url.rstrip("/")
+        self.http = JsonTransport(
+            base_url, name="Gamma", timeout_s=timeout_s, limiter=limiter, sleep=sleep, on_retry=on_retry,
+            retry=RetryPolicy(attempts=attempts, backoff_base_s=backoff_base_s, backoff_max_s=backoff_max_s,
+                              max_retry_after_s=MAX_RETRY_AFTER_S),
+            headers={"User-Agent": "opsconsole-pipeline"},
+        )
+        self.base_url = self.http.base_url
         self.page_size = page_size
         self.filters = {k: _param_value(v) for k, v in filters.items()}
-        self.timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
         self.attempts = attempts
-        self.backoff_base_s = backoff_base_s
-        self.backoff_max_s = backoff_max_s
-        self.limiter = limiter or AsyncLimiter(RATE_LIMIT_REQUESTS, RATE_LIMIT_PERIOD_S)
         self.on_retry = on_retry or (lambda _msg: None)
-        self.requests = 0
+        self._held = False
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _Retryable) and exc.retry_after is not None:
-            return exc.retry_after
-        backoff = min(self.backoff_max_s, self.backoff_base_s * (2 ** (state.attempt_number - 1)))
-        return float(backoff * (0.5 + random.random() / 2))  # jitter: many runners must not retry in step
+    @property
+    def requests(self) -> int:
+        """HTTP requests sent, retries included."""
+        return self.http.requests
 
-    async def _get_page(self, client: httpx.AsyncClient, params: dict[str, Any]) -> list[Any]:
-        async def attempt() -> list[Any]:
-            async with self.limiter:
-                self.requests += 1
-                try:
-                    resp = await client.get(f"{self.base_url}/markets", params=params)
-                except httpx.TransportError as exc:
-                    raise _Retryable(f"{type(exc).__name__}: {exc}") from None
-            if resp.status_code == 429 or resp.status_code >= 500:
-                raise _Retryable(f"HTTP {resp.status_code}", parse_retry_after(resp.headers.get("Retry-After")))
-            if resp.status_code >= 400:
-                raise GammaError(f"Gamma /markets offset={params['offset']}: HTTP {resp.status_code}: {redact(resp.text[:200])}")
-            try:
-                data = resp.json()
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise _Retryable("malformed JSON in response") from None
-            if isinstance(data, dict) and isinstance(data.get("data"), list):
-                data = data["data"]  # some Gamma deployments wrap pages
-            if not isinstance(data, list):
-                raise _Retryable(f"expected a JSON list of markets, got {type(data).__name__}")
-            return data
+    @property
+    def limiter(self) -> Limiter:
+        return self.http.limiter
 
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            wait = state.next_action.sleep if state.next_action else 0
-            self.on_retry(f"Gamma /markets offset={params['offset']}: {exc}; retry {state.attempt_number}/{self.attempts - 1} in {wait:.1f}s")
+    async def __aenter__(self) -> GammaClient:
+        self._held = True
+        return self
 
+    async def __aexit__(self, *exc: object) -> None:
+        self._held = False
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def _get_page(self, params: dict[str, Any]) -> list[Any]:
+        what = f"Gamma /markets offset={params['offset']}"
+        reply = await self.http.get_json("/markets", params, what=what)
+        data = reply.data
+        if isinstance(data, dict) and isinstance(data.get("data"), list):
+            data = data["data"]  # some Gamma deployments wrap pages
+        if not isinstance(data, list):
+            # Well-formed JSON of the wrong shape: asking again returns the same, so no retry.
+            raise request_error(what, f"expected a JSON list of markets, got {type(data).__name__}", reply.url,
+                                status=reply.status, attempts=reply.attempts)
+        return data
+
+    async def pages(self, window: Window) -> AsyncGenerator[list[Any], None]:
         try:
-            async for att in AsyncRetrying(
-                retry=retry_if_exception_type(_Retryable),
-                wait=self._wait,
-                stop=stop_after_attempt(self.attempts),
-                before_sleep=before_sleep,
-                reraise=True,
-            ):
-                with att:
-                    return await attempt()
-        except _Retryable as exc:
-            raise GammaError(f"Gamma /markets offset={params['offset']}: {exc} (gave up after {self.attempts} attempts)") from None
-        raise AssertionError("unreachable")
-
-    async def pages(self, window: Window) -> AsyncIterator[list[Any]]:
-        async with httpx.AsyncClient(timeout=self.timeout, headers={"Accept": "application/json"}) as client:
             offset = 0
             while True:
                 params: dict[str, Any] = {**self.filters, "closed": "false", **window.params(),
                                           "limit": self.page_size, "offset": offset}
-                page = await self._get_page(client, params)
+                page = await self._get_page(params)
                 yield page
                 if len(page) < self.page_size:
                     return
                 offset += len(page)
+        finally:
+            if not self._held:
+                await self.aclose()
 
     async def fetch(self, window: Window, limit: int | None = None,
                     should_stop: Callable[[], bool] | None = None) -> FetchResult:
         collector = Collector(limit)
-        async for page in self.pages(window):
-            if should_stop is not None and should_stop():
-                break  # a stop during a long backfill: no events will start anyway
-            collector.result.pages += 1
-            fresh = sum(collector.add(raw) for raw in page if not collector.full)
-            if collector.full:
-                break
-            if page and fresh == 0:
-                # A full page of repeats: the server ignores offset; paging further would loop forever.
-                self.on_retry(f"Gamma returned a page of only repeated markets at page {collector.result.pages}; stopping")
-                break
+        async with aclosing(self.pages(window)) as pages:  # closes the pool now, not when collected
+            async for page in pages:
+                if should_stop is not None and should_stop():
+                    break  # a stop during a long backfill: no events will start anyway
+                collector.result.pages += 1
+                fresh = sum(collector.add(raw) for raw in page if not collector.full)
+                if collector.full:
+                    break
+                if page and fresh == 0:
+                    # A full page of repeats: the server ignores offset; paging further would loop forever.
+                    self.on_retry(f"Gamma returned a page of only repeated markets at page {collector.result.pages}; stopping")
+                    break
         collector.result.requests = self.requests
         return collector.result
 

@@ -12,6 +12,7 @@ from engine.enrichment.gamma import GammaClient, GammaError, GammaUnavailable, S
 from engine.errors import BadInput
 from tests.enrichment.abc_data import cond, gamma_market
 from tests.enrichment.gamma_server import GammaServer
+from tests.support.json_server import JsonServer, json_reply
 
 
 @pytest.fixture
@@ -19,9 +20,15 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def client(url: str, **kw) -> GammaClient:
+def client(url: str, sleeps: list[float] | None = None, **kw) -> GammaClient:
+    """A client whose retry and rate-limit waits are recorded in `sleeps` instead of slept."""
     kw.setdefault("backoff_base_s", 0.01)
-    return GammaClient(url, **kw)
+    record = sleeps if sleeps is not None else []
+
+    async def sleep(seconds: float) -> None:
+        record.append(seconds)
+
+    return GammaClient(url, sleep=sleep, **kw)
 
 
 @pytest.mark.anyio
@@ -53,16 +60,13 @@ async def test_paging_closed_markets() -> None:
 async def test_429_retry_after_is_honoured_then_succeeds() -> None:
     with GammaServer([gamma_market(1)]) as srv:
         srv.faults = [("429", {"Retry-After": "1"}), ("500", {}), ("503", {})]
-        gc = client(srv.url, max_attempts=5)
         waits: list[float] = []
-        original = gc._wait
-        gc._wait = lambda state: waits.append(original(state)) or waits[-1]  # type: ignore[method-assign]
-        async with gc:
+        async with client(srv.url, waits, max_attempts=5) as gc:
             report = await gc.markets_by_condition_ids([cond(1)])
     assert [m.condition_id for m in report.markets] == [cond(1)]
     assert len(srv.market_requests()) >= 4
     assert waits[0] == 1.0  # the server's Retry-After, not our backoff
-    assert all(w < 1 for w in waits[1:])
+    assert len(waits) == 3 and all(w < 1 for w in waits[1:])
 
 
 @pytest.mark.anyio
@@ -70,22 +74,50 @@ async def test_gives_up_after_max_attempts_with_the_reason() -> None:
     with GammaServer([gamma_market(1)]) as srv:
         srv.faults = [("500", {})] * 3
         async with client(srv.url, max_attempts=3) as gc:
-            with pytest.raises(GammaError, match="failed after 3 attempts: HTTP 500"):
+            with pytest.raises(GammaError, match=r"HTTP 500 \(gave up after 3 attempts; GET http://127\.0\.0\.1:\d+/markets\?condition_ids="):
                 await gc.markets_by_condition_ids([cond(1)])
     assert len(srv.market_requests()) == 3
 
 
 @pytest.mark.anyio
-async def test_malformed_json_and_non_list_are_clear_errors() -> None:
+async def test_malformed_json_is_retried_then_a_clear_error_naming_the_url() -> None:
     with GammaServer([gamma_market(1)]) as srv:
-        srv.faults = [("malformed", {})]
+        srv.faults = [("malformed", {})]  # a body garbled once (a proxy hiccup): the retry gets the answer
         async with client(srv.url) as gc:
-            with pytest.raises(GammaError, match="malformed JSON"):
+            report = await gc.markets_by_condition_ids([cond(1)])
+        assert [m.condition_id for m in report.markets] == [cond(1)] and len(srv.market_requests()) == 2
+        srv.faults = [("malformed", {})] * 3
+        async with client(srv.url, max_attempts=3) as gc:
+            with pytest.raises(GammaError) as info:
                 await gc.markets_by_condition_ids([cond(1)])
+    message = str(info.value)
+    assert message.startswith("Gamma /markets offset=0: malformed JSON in the response")
+    assert f"(gave up after 3 attempts; GET {srv.url}/markets?condition_ids=" in message
+    assert not isinstance(info.value, GammaUnavailable) and info.value.status == 200
+
+
+@pytest.mark.anyio
+async def test_an_answer_that_is_not_a_list_is_a_clear_error_without_retries() -> None:
+    with GammaServer([gamma_market(1)]) as srv:
         srv.faults = [("notalist", {})]
         async with client(srv.url) as gc:
-            with pytest.raises(GammaError, match="expected a JSON list"):
+            with pytest.raises(GammaError, match=r"offset=0 \(GET http://.*\) answered dict, expected a JSON list"):
                 await gc.markets_by_condition_ids([cond(1)])
+    assert len(srv.market_requests()) == 1  # well-formed but wrong: asking again would not help
+
+
+@pytest.mark.anyio
+async def test_one_pooled_connection_across_batches() -> None:
+    by_condition = {cond(n): gamma_market(n) for n in range(1, 4)}
+
+    def serve(path: str, query: dict[str, list[str]]):
+        return json_reply([by_condition[c] for c in query.get("condition_ids", []) if c in by_condition])
+
+    with JsonServer(serve) as srv:
+        async with client(srv.url, batch_size=1) as gc:
+            report = await gc.markets_by_condition_ids([cond(1), cond(2), cond(3)])
+    assert len(report.markets) == 3 and len(srv.seen) == 3
+    assert len(srv.connections) == 1  # three requests, one keep-alive connection
 
 
 @pytest.mark.anyio
@@ -104,7 +136,7 @@ async def test_unreachable_host() -> None:
         url = srv.url
     # the server is shut down: connection refused on every attempt
     async with client(url, max_attempts=2) as gc:
-        with pytest.raises(GammaUnavailable, match="unavailable after 2 attempts"):
+        with pytest.raises(GammaUnavailable, match=r": unavailable, cannot connect to .* \(gave up after 2 attempts; GET "):
             await gc.markets_by_condition_ids([cond(1)])
 
 
@@ -122,11 +154,10 @@ def test_snapshot_source_reads_api_shaped_files(tmp_path) -> None:
 
 @pytest.mark.anyio
 async def test_client_side_rate_limit_holds_requests_back() -> None:
-    import anyio
-
     with GammaServer([gamma_market(n) for n in range(1, 4)]) as srv:
-        async with client(srv.url, batch_size=1, rate=(2, 3600)) as gc:
-            with anyio.move_on_after(1.0) as scope:
-                await gc.markets_by_condition_ids([cond(1), cond(2), cond(3)])
-    # the limiter allows 2 requests per hour here: the third is held back, never sent
-    assert scope.cancelled_caught and len(srv.market_requests()) == 2
+        waits: list[float] = []
+        async with client(srv.url, waits, batch_size=1, rate=(2, 3600)) as gc:
+            report = await gc.markets_by_condition_ids([cond(1), cond(2), cond(3)])
+    # 2 requests per hour: the third waited (recorded, not slept) for the window to free a slot
+    assert len(report.markets) == 3 and len(srv.market_requests()) == 3
+    assert len(waits) == 1 and 3599 < waits[0] <= 3600

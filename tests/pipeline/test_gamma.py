@@ -8,19 +8,34 @@ from datetime import date, datetime, timezone
 import pytest
 
 from engine.errors import BadInput
+from engine.gamma_transport import SlidingWindowLimiter
 from engine.pipeline.gamma import GammaClient, GammaError, Window, load_snapshot, parse_retry_after
 from engine.pipeline.options import PipelineOptions
 from tests.pipeline.fakes import GammaApp, gamma_market
+from tests.support.json_server import JsonServer
 
 pytestmark = pytest.mark.anyio
 WINDOW = Window(datetime(2026, 12, 1, tzinfo=timezone.utc), datetime(2026, 12, 31, 23, 59, 59, tzinfo=timezone.utc))
 
 
-def client(gamma, **kw) -> tuple[GammaClient, list[str]]:
+def client(gamma, sleeps: list[float] | None = None, **kw) -> tuple[GammaClient, list[str]]:
+    """A client whose retry waits are recorded in `sleeps` instead of slept."""
     notes: list[str] = []
     kw.setdefault("page_size", 2)
     kw.setdefault("backoff_base_s", 0.01)
-    return GammaClient(gamma.url, on_retry=notes.append, **kw), notes
+    record = sleeps if sleeps is not None else []
+
+    async def sleep(seconds: float) -> None:
+        record.append(seconds)
+
+    return GammaClient(gamma.url, on_retry=notes.append, sleep=sleep, **kw), notes
+
+
+def keepalive_server(app: GammaApp) -> JsonServer:
+    """`app` behind a server that numbers its TCP connections (the fakes' server does not)."""
+    def serve(path: str, query: dict[str, list[str]]):
+        return app("GET", path, {k: v if len(v) > 1 else v[0] for k, v in query.items()}, b"", {})
+    return JsonServer(serve)
 
 
 def markets(n: int) -> list[dict]:
@@ -62,10 +77,11 @@ async def test_filters_pass_through_and_reserved_keys_are_refused(gamma: GammaAp
 async def test_429_waits_exactly_retry_after_then_succeeds(gamma: GammaApp):
     gamma.markets = markets(1)
     gamma.script = [(429, {"Retry-After": "1", "Content-Type": "application/json"}, b'{"error":"slow down"}')]
-    c, notes = client(gamma)
+    sleeps: list[float] = []
+    c, notes = client(gamma, sleeps)
     result = await c.fetch(WINDOW)
     assert [m["id"] for m in result.markets] == ["1"]
-    assert len(gamma.requests) == 2
+    assert len(gamma.requests) == 2 and sleeps == [1.0]
     assert len(notes) == 1 and "HTTP 429" in notes[0] and "in 1.0s" in notes[0]
 
 
@@ -81,9 +97,42 @@ async def test_500s_and_malformed_json_are_retried(gamma: GammaApp):
 async def test_gives_up_after_the_last_attempt_naming_the_page(gamma: GammaApp):
     gamma.script = [(500, {}, b"")] * 5
     c, _ = client(gamma, attempts=3)
-    with pytest.raises(GammaError, match=r"offset=0: HTTP 500 \(gave up after 3 attempts\)"):
+    with pytest.raises(GammaError, match=r"offset=0: HTTP 500 \(gave up after 3 attempts; GET http://127\.0\.0\.1:\d+/markets\?"):
         await c.fetch(WINDOW)
     assert len(gamma.requests) == 3
+
+
+async def test_malformed_json_on_every_attempt_names_the_page_and_url(gamma: GammaApp):
+    gamma.script = ["malformed"] * 5
+    c, notes = client(gamma, attempts=3)
+    with pytest.raises(GammaError) as info:
+        await c.fetch(WINDOW)
+    assert str(info.value).startswith("Gamma /markets offset=0: malformed JSON in the response")
+    assert "(gave up after 3 attempts; GET " in str(info.value) and info.value.url.startswith(f"{gamma.url}/markets?")
+    assert len(gamma.requests) == 3 and len(notes) == 2
+
+
+async def test_a_json_answer_that_is_not_a_list_is_not_retried(gamma: GammaApp):
+    gamma.script = [(200, {"Content-Type": "application/json"}, b'{"error": "nope"}')]
+    c, _ = client(gamma)
+    with pytest.raises(GammaError, match=r"offset=0: expected a JSON list of markets, got dict \(GET "):
+        await c.fetch(WINDOW)
+    assert len(gamma.requests) == 1
+
+
+async def test_one_connection_per_fetch_and_per_held_client():
+    app = GammaApp(markets(5))
+    with keepalive_server(app) as srv:
+        c = GammaClient(srv.url, page_size=2)
+        result = await c.fetch(WINDOW)
+        assert len(result.markets) == 5 and len(srv.seen) == 3
+        assert len(srv.connections) == 1  # three pages, one pooled connection
+        await c.fetch(WINDOW)  # not held open: the first fetch closed its pool
+        assert len(srv.connections) == 2
+        async with GammaClient(srv.url, page_size=2) as held:
+            await held.fetch(WINDOW)
+            await held.fetch(WINDOW)
+        assert len(srv.seen) == 12 and len(srv.connections) == 3
 
 
 async def test_client_error_is_not_retried(gamma: GammaApp):
@@ -123,7 +172,8 @@ async def test_server_ignoring_offset_does_not_loop_forever(gamma: GammaApp):
 
 def test_rate_limit_is_under_gammas_published_limit():
     c = GammaClient("http://127.0.0.1:9")
-    assert c.limiter.max_rate / c.limiter.time_period < 300 / 10
+    assert isinstance(c.limiter, SlidingWindowLimiter)
+    assert c.limiter.max_requests == 250 and c.limiter.period_s == 10.0  # Gamma allows 300 per 10 s
 
 
 def test_retry_after_parsing():
