@@ -76,6 +76,7 @@ def git_sha() -> str:
 
 class PipelineJob:
     name = "pipeline"
+    panels = ("pipeline",)  # the console shows its per-event counters (Job.panels)
 
     def __init__(self, options: PipelineOptions, registry: Registry | None = None) -> None:
         # Everything an operator can get wrong is checked here, before any network or database work.

@@ -115,7 +115,7 @@ async def test_panels_render_from_events_alone() -> None:
         await feed(screen, screen.session.bus, rounds_for("enrichment"))
         await pilot.pause()
         v = screen.view
-        assert v.state is JobState.PAUSED and v.is_enrichment and not v.is_pipeline
+        assert v.state is JobState.PAUSED and v.shows("gates") and not v.shows("pipeline")
         assert v.steps["D"].rate is not None and len(v.steps["D"].rates) > 3
         assert [g.status for g in v.gates] == ["PASS", "WARN", "FAIL", "WARN", "INFO"]
         assert v.mutations_pending == 2 and len(v.mutation_details) == 2
