@@ -71,7 +71,7 @@ def event_text(event: Event, *, json_limit: int | None = None) -> EventText | No
                          DEBUG)
     if isinstance(event, Progress):
         total = f"/{event.total}" if event.total is not None else ""
-        return EventText("PROGRESS", f"{event.done}{total} {event.unit}", DEBUG, event.step)
+        return EventText("PROGRESS", redact(f"{event.done}{total} {event.unit}"), DEBUG, event.step)
     if isinstance(event, GatesReported):
         return EventText("GATES", redact(" ".join(f"{g.name}={g.actual}:{g.status}" for g in event.gates)))
     if isinstance(event, MutationStatus):
