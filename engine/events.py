@@ -43,6 +43,14 @@ class Event:
 
 
 @dataclass(frozen=True, kw_only=True)
+class JobStarted(Event):
+    """The first event of a run: what the job declares about itself (`Job.panels`), so a console
+    attached to the stream, in this process or another, shows the right panels without guessing."""
+
+    panels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
 class StateChanged(Event):
     state: JobState
     reason: str = ""

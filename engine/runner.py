@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -18,15 +17,16 @@ from pydantic import BaseModel
 from engine.bus import EventBus
 from engine.control import Control
 from engine.errors import ExitCode, OpsError
+from engine.event_text import event_text
 from engine.events import (
-    CheckpointSaved,
     Event,
     Failure,
+    GatesReported,
+    JobStarted,
     JobState,
     LogLine,
+    MutationStatus,
     Progress,
-    StateChanged,
-    Summary,
 )
 from engine.files import atomic_write_bytes, ensure_private_dir, open_private_append
 from engine.locks import ProcessLock
@@ -59,6 +59,13 @@ class Job(Protocol):
     #: lock, pid and log file stem: runtime/<name>.lock, .pid, .console.log
     name: str
 
+    @property
+    def panels(self) -> tuple[str, ...]:
+        """What the job reports beyond progress, logs and failures, so a console knows which panels
+        apply without guessing from the job's name: "steps" (progress per runbook step A–E),
+        "gates", "mutations", "pipeline". Carried to every console in the `JobStarted` event."""
+        ...
+
     def live_settings(self) -> BaseModel: ...
 
     async def run(self, ctx: JobContext) -> None:
@@ -68,36 +75,62 @@ class Job(Protocol):
 @dataclass
 class JobOutcome:
     state: JobState
-    exit_code: ExitCode
     error: str = ""
     elapsed_s: float = 0.0
+    #: a FAILED job's exit code: the OpsError's own (bad input, store unavailable, ...) or FAILED
+    error_code: ExitCode = ExitCode.FAILED
+    #: gates that reported FAIL in the job's last `GatesReported` (an enrichment's closing gates)
+    gates_failed: tuple[str, ...] = ()
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return exit_code_for(self)
+
+
+def exit_code_for(outcome: JobOutcome) -> ExitCode:
+    """The one mapping from how a job ended to the exit code the CLI documents (headless and TUI)."""
+    if outcome.state is JobState.ABORTED:
+        return ExitCode.ABORTED
+    if outcome.state is JobState.FAILED:
+        return outcome.error_code
+    if outcome.gates_failed:
+        # The job ran its closing gates and one said FAIL: the same code as `opsconsole gates`.
+        return ExitCode.GATES_FAILED
+    return ExitCode.OK  # done, or stopped gracefully with its checkpoint saved
+
+
+class _GatesVerdict:
+    """Remembers which gates FAILed in the last `GatesReported` of a run (a bus listener)."""
+
+    def __init__(self) -> None:
+        self.failed: tuple[str, ...] = ()
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, GatesReported):
+            self.failed = tuple(g.name for g in event.gates if g.status == "FAIL")
 
 
 def _fmt_ts(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
 
 
+#: Events the plain renderers leave out: the enrichment job logs its gates as lines itself, and a
+#: mutation count every poll is chatter (the console shows it as a panel).
+PLAIN_SKIPS: tuple[type[Event], ...] = (GatesReported, MutationStatus)
+
+
 def format_event(event: Event) -> str | None:
-    """One plain line per event (log file and non-TTY output); None for events not worth a line."""
-    ts = _fmt_ts(event.ts)
-    if isinstance(event, LogLine):
-        return f"{ts} {event.level:<7} {event.job}{':' + event.step if event.step else ''} {event.message}"
-    if isinstance(event, StateChanged):
-        return f"{ts} STATE   {event.job} {event.state.value}{' — ' + event.reason if event.reason else ''}"
-    if isinstance(event, Failure):
-        kind = "retriable" if event.retriable else "permanent"
-        return f"{ts} FAILURE {event.job} {event.where}: {event.reason} ({kind})"
-    if isinstance(event, CheckpointSaved):
-        return (
-            f"{ts} CHECKPT {event.job}:{event.step} {event.where} batch_idx={event.batch_idx} "
-            f"pairs_done={event.pairs_done} cursor={event.cursor}"
-        )
-    if isinstance(event, Progress):
-        total = f"/{event.total}" if event.total is not None else ""
-        return f"{ts} PROGRESS {event.job}:{event.step} {event.done}{total} {event.unit}"
-    if isinstance(event, Summary):
-        return f"{ts} SUMMARY {event.job} {json.dumps(event.data, default=str, sort_keys=True)}"
-    return None
+    """One plain line per event (log file and non-TTY output); None for events not worth a line.
+
+    The wording is `engine.event_text`'s, shared with the console; this adds the timestamp and the
+    job's name (a log file or a terminal may show several jobs)."""
+    if isinstance(event, PLAIN_SKIPS):
+        return None
+    parts = event_text(event)
+    if parts is None:
+        return None
+    where = f"{event.job}:{parts.step}" if parts.step else event.job
+    return f"{_fmt_ts(event.ts)} {parts.tag:<7} {where} {parts.text}"
 
 
 class LogFileSink:
@@ -111,7 +144,7 @@ class LogFileSink:
             return  # progress lines would drown the log; checkpoints record the position
         line = format_event(event)
         if line is not None:
-            self.fh.write(redact(line) + "\n")
+            self.fh.write(line + "\n")  # event_text has redacted it
 
     def write(self, text: str) -> None:
         self.fh.write(redact(text) + "\n")
@@ -150,9 +183,11 @@ async def run_job(
     atomic_write_bytes(pid_path, f"{os.getpid()}\n".encode())
     sink = LogFileSink(settings.runtime / f"{job.name}.console.log")
     bus.add_listener(sink)
+    verdict = _GatesVerdict()
+    bus.add_listener(verdict)
     ctx = JobContext(job.name, settings, control, bus, resources or {})
     started = time.monotonic()
-    outcome = JobOutcome(JobState.FAILED, ExitCode.FAILED)
+    outcome = JobOutcome(JobState.FAILED)
     aborted = False
 
     try:
@@ -179,22 +214,24 @@ async def run_job(
                 nonlocal outcome
                 with job_scope:
                     try:
+                        # First event of every run: what the job is, for any console watching.
+                        ctx.emit(JobStarted(job=job.name, panels=tuple(job.panels)))
                         control.started()
                         await job.run(ctx)
                     except OpsError as exc:
-                        outcome = JobOutcome(JobState.FAILED, exc.exit_code, redact(str(exc)))
+                        outcome = JobOutcome(JobState.FAILED, redact(str(exc)), error_code=exc.exit_code)
                     except anyio.get_cancelled_exc_class():
                         raise
                     except Exception as exc:  # the job failed: say what, keep the details in the log
                         sink.write(redact(traceback.format_exc()))
-                        outcome = JobOutcome(JobState.FAILED, ExitCode.FAILED, redact(f"{type(exc).__name__}: {exc}"))
+                        outcome = JobOutcome(JobState.FAILED, redact(f"{type(exc).__name__}: {exc}"))
                     else:
                         if control.stop_requested:
-                            outcome = JobOutcome(JobState.STOPPED, ExitCode.OK, control.stop_reason)
+                            outcome = JobOutcome(JobState.STOPPED, control.stop_reason)
                         else:
-                            outcome = JobOutcome(JobState.DONE, ExitCode.OK)
+                            outcome = JobOutcome(JobState.DONE)
                 if job_scope.cancelled_caught or aborted:
-                    outcome = JobOutcome(JobState.ABORTED, ExitCode.ABORTED, "aborted by a second signal")
+                    outcome = JobOutcome(JobState.ABORTED, "aborted by a second signal")
                 tg.cancel_scope.cancel()
 
             if handle_signals:
@@ -202,11 +239,13 @@ async def run_job(
             tg.start_soon(run)
     finally:
         outcome.elapsed_s = time.monotonic() - started
+        outcome.gates_failed = verdict.failed
         if outcome.state is JobState.FAILED and outcome.error:
             ctx.log(f"job failed: {outcome.error}", level="ERROR")
         control.finish(outcome.state, outcome.error or "")
         sink.write(f"{_fmt_ts(time.time())} END     {job.name} state={outcome.state.value} exit={int(outcome.exit_code)}")
         bus._callbacks.remove(sink)
+        bus._callbacks.remove(verdict)
         sink.close()
         pid_path.unlink(missing_ok=True)
         lock.release()

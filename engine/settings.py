@@ -22,6 +22,15 @@ from engine.redact import redact, register_secret
 ENV_FILES = (".env", ".env.local")  # later files win
 
 
+# Step D's live settings (also changeable while the job runs): the defaults and bounds are defined
+# here once; `Settings` reads them from the environment and the enrichment job's live model
+# (`EnrichmentLive`) uses the same types, so a default cannot drift between the two.
+BatchSize = Annotated[int, Field(ge=1, le=100_000)]
+MutationWaitEvery = Annotated[int, Field(ge=1, le=10_000)]
+DEFAULT_BATCH_SIZE = 300
+DEFAULT_MUTATION_WAIT_EVERY = 5
+
+
 def _alias(*names: str) -> Any:
     return AliasChoices(*names)
 
@@ -73,8 +82,8 @@ class Settings(BaseSettings):
     pipeline_worker_lease_s: float = Field(60.0, ge=1, le=3600, validation_alias=_alias("PIPELINE_WORKER_LEASE_S"))
 
     # Enrichment Step D
-    batch_size: int = Field(300, ge=1, le=100_000, validation_alias=_alias("BATCH_SIZE"))
-    mutation_wait_every: int = Field(5, ge=1, le=10_000, validation_alias=_alias("MUTATION_WAIT_EVERY"))
+    batch_size: BatchSize = Field(DEFAULT_BATCH_SIZE, validation_alias=_alias("BATCH_SIZE"))
+    mutation_wait_every: MutationWaitEvery = Field(DEFAULT_MUTATION_WAIT_EVERY, validation_alias=_alias("MUTATION_WAIT_EVERY"))
     mutation_wait_timeout_s: float = Field(600.0, gt=0, validation_alias=_alias("MUTATION_WAIT_TIMEOUT"))
     write_strategy: Literal["auto", "lightweight", "classic"] = Field(
         "auto", validation_alias=_alias("STEP_D_WRITE_STRATEGY")

@@ -8,8 +8,7 @@ from typing import Any
 
 import anyio
 
-from engine.errors import ExitCode
-from engine.events import JobState
+from console.exit import finish
 from engine.runner import Job, JobOutcome
 from engine.settings import Settings, load_settings
 
@@ -44,27 +43,10 @@ def wants_ui(args: argparse.Namespace) -> bool:
 def run_job_command(job: Job, settings: Settings, args: argparse.Namespace, resources: dict[str, Any] | None = None) -> int:
     """Run a job in the TUI (default on a terminal) or headless (`--no-ui`, or no terminal)."""
     if wants_ui(args):
-        try:
-            from console.tui.launch import run_job_in_tui
-        except ModuleNotFoundError:
-            pass
-        else:
-            return int(run_job_in_tui(job, settings, resources=resources))
+        from console.tui.launch import run_job_in_tui
+
+        return run_job_in_tui(job, settings, resources=resources)
     from console.headless import run_headless
 
     outcome: JobOutcome = anyio.run(lambda: run_headless(job, settings, log_format=args.log_format, resources=resources))
     return finish(outcome)
-
-
-def finish(outcome: JobOutcome) -> int:
-    if outcome.state is JobState.FAILED:
-        print(f"opsconsole: job failed: {outcome.error}", file=sys.stderr)
-    if outcome.state is JobState.ABORTED:
-        import os
-
-        # Worker threads may still be inside a database call; the checkpoint on disk is already
-        # consistent, so leave now rather than wait for them.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(int(ExitCode.ABORTED))
-    return int(outcome.exit_code)

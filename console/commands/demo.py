@@ -7,10 +7,9 @@ import sys
 
 from console.commands import add_job_args, positive_int, run_job_command, settings_from
 from engine.enrichment.demo import SCALES
-from engine.enrichment.gates import any_failed, compute_gates, format_gates
+from engine.enrichment.gates import format_gates
 from engine.enrichment.job import DemoRequest, EnrichmentJob
 from engine.errors import ExitCode
-from engine.stores.clickhouse import open_clickhouse
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -28,15 +27,11 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    job = EnrichmentJob(
-        "all", demo=DemoRequest(args.scale, args.seed), run_gates=True,
-        batch_size=settings.batch_size if args.batch_size is None else args.batch_size, mutation_wait_every=settings.mutation_wait_every,
-        write_strategy=settings.write_strategy,
-    )
+    job = EnrichmentJob.from_settings(settings, "all", demo=DemoRequest(args.scale, args.seed), run_gates=True,
+                                      batch_size=args.batch_size)
+    # Exit 3 when a closing gate FAILs comes from the job's outcome, as for `enrich`.
     code = run_job_command(job, settings, args)
-    if code != int(ExitCode.OK) or job.results.get("D", {}).get("status") == "stopped":
-        return code
-    gates = compute_gates(open_clickhouse(settings))
-    print(format_gates(gates))
-    sys.stdout.flush()
-    return int(ExitCode.GATES_FAILED if any_failed(gates) else ExitCode.OK)
+    if job.gates and code in (ExitCode.OK, ExitCode.GATES_FAILED):
+        print(format_gates(job.gates))  # the closing gates, as a table after the run's output
+        sys.stdout.flush()
+    return code

@@ -36,11 +36,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    job = EnrichmentJob(
-        args.step, resume=args.resume, force=args.force,
-        batch_size=settings.batch_size if args.batch_size is None else args.batch_size,
-        mutation_wait_every=settings.mutation_wait_every if args.mutation_wait_every is None else args.mutation_wait_every,
-        write_strategy=args.write_strategy or settings.write_strategy,
+    job = EnrichmentJob.from_settings(
+        settings, args.step, resume=args.resume, force=args.force,
+        batch_size=args.batch_size, mutation_wait_every=args.mutation_wait_every, write_strategy=args.write_strategy,
         abc_options={"snapshot": args.snapshot, "offline": args.offline or None, "focus_file": args.focus_file},
     )
     return run_job_command(job, settings, args)

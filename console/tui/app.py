@@ -17,7 +17,7 @@ from textual.theme import Theme
 
 from console.tui.job_screen import JobScreen
 from console.tui.session import JobSession
-from engine.runner import Job
+from engine.runner import Job, JobOutcome, exit_code_for
 from engine.settings import Settings
 
 STYLES = Path(__file__).resolve().parents[2] / "styles"
@@ -52,6 +52,8 @@ class OpsConsoleApp(App[int]):
         self.session = session or (JobSession.for_job(job, settings, resources) if job is not None and settings else None)
         self.standalone = self.session is not None  # a job command, not the launcher
         self.sigterm_count = 0
+        #: set when a second SIGTERM aborted a job: the launcher's caller leaves the process at once
+        self.aborted: JobOutcome | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -91,6 +93,7 @@ class OpsConsoleApp(App[int]):
             screen.notify("SIGTERM: stopping after the current unit (send again to abort)", severity="warning")
         else:
             screen.session.aborted = True
+            self.aborted = screen.session.final_outcome()
             for worker in screen.workers:
                 if worker.group == "job":
                     worker.cancel()
@@ -127,15 +130,11 @@ class OpsConsoleApp(App[int]):
 
     @staticmethod
     def exit_code_for(session: JobSession) -> int:
-        from engine.errors import ExitCode
-
-        if session.aborted:
-            return int(ExitCode.ABORTED)
-        if session.error is not None:
-            return int(session.error.exit_code)
-        if session.outcome is not None:
-            return int(session.outcome.exit_code)
-        return 0
+        """The app's return code for a session: the job's, through the engine's one mapping."""
+        outcome = session.final_outcome()
+        if session.error is not None and not session.aborted:
+            return int(session.error.exit_code)  # the job never started (e.g. its lock is held)
+        return int(exit_code_for(outcome)) if outcome is not None else 0
 
     # --- actions ---------------------------------------------------------------------------------------
     async def action_quit(self) -> None:

@@ -106,7 +106,9 @@ class JobScreen(Screen[None]):
         self.clock = clock
         self.gates_interval = gates_interval
         self.from_launcher = from_launcher
-        self.view = JobView(session.name, live=session.control.live.model_dump())
+        # A job run here declares its panels now; a watched one says so in its first event.
+        panels = tuple(session.job.panels) if session.job is not None else ()
+        self.view = JobView(session.name, panels=panels, live=session.control.live.model_dump())
         self.gates_busy = False
         self.mutations_busy = False
         self.note = ""
@@ -146,7 +148,10 @@ class JobScreen(Screen[None]):
         self.pump_events()
         if self.session.job is not None:
             self.run_the_job()
-        if self.view.is_enrichment and self.gates_interval:
+        self._start_auto_gates()
+
+    def _start_auto_gates(self) -> None:
+        if self.view.shows("gates") and self.gates_interval:
             # First automatic refresh after one interval: at start the job may be rebuilding the
             # very tables the gates read (the demo does); the job reports its own gates at the end.
             self.set_timer(self.gates_interval, self._auto_gates)
@@ -201,8 +206,6 @@ class JobScreen(Screen[None]):
             from engine.enrichment.gates import compute_gates
 
             gates = list(compute_gates(self._clickhouse()))
-        except ModuleNotFoundError:
-            self.post_message(GatesFetched(None, "gates are not available in this build", self.clock()))
         except Exception as exc:  # a store error is shown in the panel, never raised into the UI
             self.post_message(GatesFetched(None, f"gates failed: {redact(str(exc))[:200]}", self.clock()))
         else:
@@ -214,8 +217,6 @@ class JobScreen(Screen[None]):
             from engine.enrichment.mutations import pending_mutations
 
             details = list(pending_mutations(self._clickhouse()))
-        except ModuleNotFoundError:
-            self.post_message(MutationsFetched(None, "mutation details are not available in this build"))
         except Exception as exc:
             self.post_message(MutationsFetched(None, f"mutations query failed: {redact(str(exc))[:200]}"))
         else:
@@ -225,6 +226,7 @@ class JobScreen(Screen[None]):
     @on(EventsArrived)
     def handle_events(self, message: EventsArrived) -> None:
         state_before = self.view.state
+        had_gates = self.view.shows("gates")
         for event in message.events:
             self.view.apply(event)
             if isinstance(event, MutationStatus):
@@ -238,6 +240,8 @@ class JobScreen(Screen[None]):
             # State changes are shown at once (and the keys that apply change with them).
             self.refresh_header()
             self.refresh_bindings()
+        if not had_gates:
+            self._start_auto_gates()  # a watched job said what it is in its JobStarted event
         self.schedule_repaint()
         self._check_waiters()
 
@@ -293,7 +297,7 @@ class JobScreen(Screen[None]):
         self.query_one("#gates", GatesPanel).show(self.view)
         self._check_waiters()
         # Next poll is scheduled only after this one finished (a slow store never piles up polls).
-        if self.gates_interval and self.view.state in RUNNING_STATES and self.view.is_enrichment:
+        if self.gates_interval and self.view.state in RUNNING_STATES and self.view.shows("gates"):
             self.set_timer(self.gates_interval, self._auto_gates)
 
     def _auto_gates(self) -> None:
@@ -322,15 +326,17 @@ class JobScreen(Screen[None]):
         self.refresh_header()
         self.query_one("#progress", ProgressPanel).show(v)
         pipeline = self.query_one("#pipeline", PipelinePanel)
-        pipeline.display = v.is_pipeline
-        if v.is_pipeline:
+        pipeline.display = v.shows("pipeline")
+        if pipeline.display:
             pipeline.show(v)
-        enrichment = v.is_enrichment
-        for panel_id in ("#gates", "#mutations"):
-            self.query_one(panel_id).display = enrichment
-        if enrichment:
-            self.query_one("#gates", GatesPanel).show(v, refreshing=self.gates_busy)
-            self.query_one("#mutations", MutationsPanel).show(v)
+        gates = self.query_one("#gates", GatesPanel)
+        gates.display = v.shows("gates")
+        if gates.display:
+            gates.show(v, refreshing=self.gates_busy)
+        mutations_panel = self.query_one("#mutations", MutationsPanel)
+        mutations_panel.display = v.shows("mutations")
+        if mutations_panel.display:
+            mutations_panel.show(v)
         if mutations or all_panels:
             self.query_one("#mutations-table", MutationsTable).show(v)
         self.query_one("#failures-summary", FailuresSummary).show(v)
@@ -407,7 +413,7 @@ class JobScreen(Screen[None]):
         self.app.push_screen(EditLiveScreen(self.session.control), done)
 
     def action_refresh_gates(self) -> None:
-        if not self.view.is_enrichment or self.session.settings is None:
+        if not self.view.shows("gates") or self.session.settings is None:
             self.notify("gates apply to the enrichment job", severity="warning")
             return
         if self.gates_busy:
@@ -418,7 +424,7 @@ class JobScreen(Screen[None]):
 
     def action_show_mutations(self) -> None:
         self.query_one("#tabs", TabbedContent).active = "mutations-tab"
-        if self.view.is_enrichment and self.session.settings is not None and not self.mutations_busy:
+        if self.view.shows("mutations") and self.session.settings is not None and not self.mutations_busy:
             self.mutations_busy = True
             self.fetch_mutations()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from console.exit import finish
 from engine.errors import OpsError
 from engine.runner import Job
 from engine.settings import Settings
@@ -11,7 +12,6 @@ from engine.settings import Settings
 
 def run_job_in_tui(job: Job, settings: Settings, resources: dict[str, Any] | None = None) -> int:
     """Run `job` in-process under the console; returns the exit code the headless path would."""
-    from console.commands import finish
     from console.tui.app import OpsConsoleApp
 
     app = OpsConsoleApp(settings, job=job, resources=resources)
@@ -20,17 +20,10 @@ def run_job_in_tui(job: Job, settings: Settings, resources: dict[str, Any] | Non
     assert session is not None
     if session.error is not None:
         raise session.error  # e.g. LockHeld: the CLI prints it and exits with its code
-    if session.outcome is None:
-        if session.aborted:
-            from engine.errors import ExitCode
-
-            import os
-            import sys
-
-            sys.stdout.flush()
-            os._exit(int(ExitCode.ABORTED))
+    outcome = session.final_outcome()
+    if outcome is None:
         raise OpsError("the console closed before the job finished")
-    return finish(session.outcome)
+    return finish(outcome)
 
 
 def open_launcher(settings: Settings) -> int:
@@ -38,4 +31,6 @@ def open_launcher(settings: Settings) -> int:
 
     app = OpsConsoleApp(settings)
     result = app.run()
+    if app.aborted is not None:
+        return finish(app.aborted)  # a job started from the launcher was aborted: leave at once
     return int(result or 0)

@@ -47,15 +47,15 @@ def _demo(settings: Settings) -> Any:
     # Same job as `opsconsole demo --scale small`: fresh demo data, Steps A–E, then the gates.
     from engine.enrichment.job import DemoRequest, EnrichmentJob
 
-    return EnrichmentJob("all", demo=DemoRequest("small", 7), run_gates=True, batch_size=settings.batch_size,
-                         mutation_wait_every=settings.mutation_wait_every, write_strategy=settings.write_strategy)
+    return EnrichmentJob.from_settings(settings, "all", demo=DemoRequest("small", 7), run_gates=True)
 
 
 def _enrichment(steps: list[str], resume: bool) -> Callable[[Settings], Any]:
     def make(settings: Settings) -> Any:
         from engine.enrichment.job import EnrichmentJob
 
-        return EnrichmentJob(steps=steps, resume=resume)
+        # The same factory as `opsconsole enrich`: BATCH_SIZE and the rest come from the settings.
+        return EnrichmentJob.from_settings(settings, steps, resume=resume)
 
     return make
 

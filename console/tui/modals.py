@@ -15,7 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, Select, Static, TextArea
 
 from console.tui.actions import Action
-from console.tui.model import LEVELS
+from engine.event_text import LEVELS
 from engine.control import Control
 from engine.errors import BadInput
 

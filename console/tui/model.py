@@ -11,12 +11,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.event_text import LEVELS
 from engine.events import (
     CheckpointSaved,
     Event,
     Failure,
     GateResult,
     GatesReported,
+    JobStarted,
     JobState,
     LogLine,
     MutationInfo,
@@ -27,18 +29,8 @@ from engine.events import (
     Summary,
 )
 
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: samples kept for sparklines: enough for a readable trend at 160 columns
 HISTORY = 120
-
-
-_RANK = {name: i for i, name in enumerate(LEVELS)}
-
-
-def level_rank(level: str) -> int:
-    """0 DEBUG … 3 ERROR; unknown levels count as INFO."""
-    rank = _RANK.get(level)
-    return rank if rank is not None else _RANK.get(level.upper(), 1)
 
 
 @dataclass
@@ -101,6 +93,8 @@ class FailureRow:
 @dataclass
 class JobView:
     job: str
+    #: the panels the job declared (`Job.panels`; `JobStarted` on the stream): never guessed
+    panels: tuple[str, ...] = ()
     state: JobState = JobState.STARTING
     state_reason: str = ""
     started_ts: float | None = None
@@ -126,7 +120,9 @@ class JobView:
         if self.started_ts is None:
             self.started_ts = event.ts
         self.last_ts = max(self.last_ts, event.ts)
-        if isinstance(event, StateChanged):
+        if isinstance(event, JobStarted):
+            self.panels = tuple(event.panels)
+        elif isinstance(event, StateChanged):
             self.state = event.state
             self.state_reason = event.reason
             if event.state.final:
@@ -175,13 +171,9 @@ class JobView:
         self.mutation_history.append(float(pending))
 
     # --- what the panels ask ------------------------------------------------------------------
-    @property
-    def is_enrichment(self) -> bool:
-        return self.job == "full-enrichment" or any(s in self.steps for s in "ABCDE")
-
-    @property
-    def is_pipeline(self) -> bool:
-        return self.job == "pipeline" or "events" in self.steps
+    def shows(self, panel: str) -> bool:
+        """Whether the job declared `panel` ("steps", "gates", "mutations", "pipeline")."""
+        return panel in self.panels
 
     @property
     def active(self) -> StepProgress | None:

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from engine.bus import EventBus, Subscription
 from engine.control import Control
 from engine.errors import OpsError
+from engine.events import JobState
 from engine.runner import Job, JobOutcome
 from engine.settings import Settings
 
@@ -43,6 +44,14 @@ class JobSession:
         bus = bus or EventBus()
         sub = bus.subscribe()
         return cls(name, settings, bus, Control(name, bus, live), sub)
+
+    def final_outcome(self) -> JobOutcome | None:
+        """How the run ended, for the one exit-code mapping; None while it runs or if it never
+        started. A run the console cancelled (second SIGTERM, leaving the app) has no outcome of
+        its own from the runner: it is an abort."""
+        if self.aborted:
+            return JobOutcome(JobState.ABORTED, "aborted by a second signal")
+        return self.outcome
 
     @property
     def ended(self) -> bool:

@@ -16,18 +16,9 @@ from textual.containers import Vertical
 from textual.content import Content
 from textual.widgets import DataTable, Log, ProgressBar, Sparkline, Static
 
-from console.tui.model import LEVELS, JobView, fmt_count, fmt_duration, level_rank
-from engine.events import (
-    CheckpointSaved,
-    Event,
-    Failure,
-    GatesReported,
-    JobState,
-    LogLine,
-    MutationStatus,
-    StateChanged,
-    Summary,
-)
+from console.tui.model import JobView, fmt_count, fmt_duration
+from engine.event_text import LEVELS, event_text
+from engine.events import Event, JobState, Progress
 from engine.redact import redact
 
 STATE_STYLE = {
@@ -118,7 +109,7 @@ class ProgressPanel(Vertical):
     def show(self, view: JobView) -> None:
         sp = view.active
         steps_line = self.query_one("#steps-line", Markup)
-        if view.is_enrichment:
+        if view.shows("steps"):
             marks = []
             for step in "ABCDE":
                 s = view.steps.get(step)
@@ -140,7 +131,7 @@ class ProgressPanel(Vertical):
             detail.set("waiting for the first progress report…")
         else:
             bar.update(total=sp.total, progress=sp.done)
-            self.border_title = f"Step {sp.step}" if view.is_enrichment else f"Progress · {sp.step}"
+            self.border_title = f"Step {sp.step}" if view.shows("steps") else f"Progress · {sp.step}"
             lines = [f"{fmt_count(sp.done)} / {fmt_count(sp.total)} {esc(sp.unit)}"]
             d = sp.detail
             if "batch_idx" in d:
@@ -336,29 +327,18 @@ class LevelHighlighter(Highlighter):
 
 
 def event_line(event: Event) -> tuple[int, str] | None:
-    """(level rank, text) of the log line for an event, or None for events that are not logged."""
-    ts = clock_text(event.ts)
-    if isinstance(event, LogLine):
-        step = f"[{event.step}] " if event.step else ""
-        return level_rank(event.level), f"{ts} {event.level.upper():<7} {step}{redact(event.message)}"
-    if isinstance(event, StateChanged):
-        reason = f" — {redact(event.reason)}" if event.reason else ""
-        return 1, f"{ts} STATE   {event.state.value}{reason}"
-    if isinstance(event, Failure):
-        kind = "retriable" if event.retriable else "permanent"
-        return 3, f"{ts} FAILURE {redact(event.where)}: {redact(event.reason)} ({kind})"
-    if isinstance(event, CheckpointSaved):
-        # Rank 0: one per unit would drown the overview's tail; the Logs tab shows them all.
-        pairs = f" pairs {event.pairs_done}" if event.pairs_done else ""
-        return 0, f"{ts} CHECKPT {event.step} {event.where} batch {event.batch_idx}{pairs} cursor {short_json(event.cursor, 80)}"
-    if isinstance(event, GatesReported):
-        text = " ".join(f"{g.name}={g.actual}:{g.status}" for g in event.gates)
-        return 1, f"{ts} GATES   {redact(text)}"
-    if isinstance(event, MutationStatus):
-        return 0, f"{ts} DEBUG   mutations pending {event.pending}"
-    if isinstance(event, Summary):
-        return 1, f"{ts} SUMMARY {redact(short_json(event.data, 200))}"
-    return None
+    """(level rank, text) of the log line for an event, or None for events that are not logged.
+
+    The wording is the engine's (`engine.event_text`, the same as the log file's); the console
+    frames it with the wall-clock time and leaves out the job's name (the screen shows one job).
+    Progress is not logged here: the progress panel shows it."""
+    if isinstance(event, Progress):
+        return None
+    parts = event_text(event, json_limit=200)
+    if parts is None:
+        return None
+    step = f"[{parts.step}] " if parts.step else ""
+    return parts.rank, f"{clock_text(event.ts)} {parts.tag:<7} {step}{parts.text}"
 
 
 class LogTail(Static):

@@ -7,19 +7,19 @@ Control (pause/stop); a stopped Step D ends the run with its checkpoint saved an
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import anyio
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from engine.enrichment.checkpoint import JOB_NAME, RemoteCheckpoints
 from engine.enrichment.gates import any_failed, compute_gates, format_gates
 from engine.errors import BadInput
 from engine.events import GatesReported, Summary
 from engine.runner import JobContext
+from engine.settings import DEFAULT_BATCH_SIZE, DEFAULT_MUTATION_WAIT_EVERY, BatchSize, MutationWaitEvery, Settings
 from engine.stores.clickhouse import ClickHouse, aopen_clickhouse
 
 ALL_STEPS = ("A", "B", "C", "D", "E")
@@ -27,10 +27,10 @@ DEMO_SNAPSHOT = "demo-gamma-snapshot.json"
 
 
 class EnrichmentLive(BaseModel):
-    """Live settings: take effect at the next Step D batch."""
+    """Live settings: take effect at the next Step D batch. Types and defaults are `Settings`'s."""
 
-    batch_size: int = Field(300, ge=1, le=100_000)
-    mutation_wait_every: int = Field(5, ge=1, le=10_000)
+    batch_size: BatchSize = DEFAULT_BATCH_SIZE
+    mutation_wait_every: MutationWaitEvery = DEFAULT_MUTATION_WAIT_EVERY
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ def parse_steps(text: str | list[str] | tuple[str, ...]) -> list[str]:
 
 class EnrichmentJob:
     name = JOB_NAME
+    panels: tuple[str, ...] = ("steps", "gates", "mutations")
 
     def __init__(
         self,
@@ -90,6 +91,28 @@ class EnrichmentJob:
         self.gates: list[Any] = []
         self.live_settings()  # bad values are refused now, with the setting named
 
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        steps: list[str] | tuple[str, ...] | str = ALL_STEPS,
+        *,
+        batch_size: int | None = None,
+        mutation_wait_every: int | None = None,
+        write_strategy: str | None = None,
+        **options: Any,
+    ) -> EnrichmentJob:
+        """The job as the operator configured it, for every front end (CLI commands, the launcher):
+        Step D's batch size, mutation-wait cadence and write strategy come from `settings`
+        (BATCH_SIZE, MUTATION_WAIT_EVERY, STEP_D_WRITE_STRATEGY) unless given here (a command-line
+        flag). `options` are the constructor's others (resume, force, demo, abc_options, ...)."""
+        return cls(
+            steps,
+            batch_size=settings.batch_size if batch_size is None else batch_size,
+            mutation_wait_every=settings.mutation_wait_every if mutation_wait_every is None else mutation_wait_every,
+            write_strategy=write_strategy or settings.write_strategy,
+            **options,
+        )
 
     def live_settings(self) -> EnrichmentLive:
         values: dict[str, int] = {}
@@ -169,15 +192,12 @@ class EnrichmentJob:
         return False
 
     async def _step_abc(self, ctx: JobContext, ch: ClickHouse, step: str) -> bool:
-        # Steps A–C live in their own module (Gamma, categories, resolutions); loaded on demand.
-        try:
-            module = importlib.import_module("engine.enrichment.steps_abc")
-        except ModuleNotFoundError as exc:
-            if exc.name != "engine.enrichment.steps_abc":
-                raise
-            ctx.log(f"Step {step} is not available in this build; skipped", level="WARNING", step=step)
-            return False
-        fn = getattr(module, f"run_step_{step.lower()}")
+        # Steps A–C live in their own module (Gamma, categories, resolutions), imported when first
+        # run so a Step D run does not load the Gamma client. A missing module is a packaging bug
+        # and fails the job loudly.
+        from engine.enrichment import steps_abc
+
+        fn = getattr(steps_abc, f"run_step_{step.lower()}")
         accepted = inspect.signature(fn).parameters
         options = {k: v for k, v in self.abc_options.items() if k in accepted and v is not None}
         if "mutation_timeout_s" in accepted:

@@ -23,6 +23,7 @@ class SelftestLive(BaseModel):
 
 class SelftestJob:
     name = "selftest"
+    panels: tuple[str, ...] = ()  # progress, logs and checkpoints only
 
     def __init__(self, units: int = 100, unit_seconds: float = 0.05, resume: bool = False) -> None:
         self.units = units

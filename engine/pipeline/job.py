@@ -57,6 +57,7 @@ class PipelineJob:
     pipeline job has (name, config, live settings, run id, summary) and drives its own run."""
 
     name = "pipeline"
+    panels = ("pipeline",)  # the console shows its per-event counters (Job.panels)
 
     def __init__(self, options: PipelineOptions, registry: Registry | None = None) -> None:
         # Validates flags, override files and inline overrides: bad input fails here (exit 4).

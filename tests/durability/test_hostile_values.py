@@ -73,7 +73,7 @@ def test_hostile_ids_are_data_end_to_end(tmp_path: Path, pg_url: str) -> None:
     state = json.loads(subprocess.run([sys.executable, "-c", DUMP], env=env, cwd=REPO, capture_output=True, text=True, timeout=120).stdout)
     assert [t[4:] for t in state["trades"]] == [[None, 0], [None, 0]]  # reset exactly that market
     out = run("enrich", "--step", "D", "--no-ui", "--log-format", "plain")
-    assert out.returncode == 0
+    assert out.returncode == 3  # Step D alone: the market's outcomes wait for Step E (closing gate FAILs)
     state = json.loads(subprocess.run([sys.executable, "-c", DUMP], env=env, cwd=REPO, capture_output=True, text=True, timeout=120).stdout)
     assert [t[4] for t in state["trades"]] == ["5.99", "-6"]
 

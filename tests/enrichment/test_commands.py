@@ -125,3 +125,31 @@ def test_sigterm_mid_step_d_then_resume_matches_an_uninterrupted_run(tmp_path, p
 def test_bad_arguments_are_refused_clearly(tmp_path, pg_url, args, code, message) -> None:
     out = _run(args, _env(tmp_path, pg_url))
     assert out.returncode == code and message in out.stderr and "Traceback" not in out.stderr
+
+
+def _point_env_at(monkeypatch, settings) -> None:
+    """`opsconsole` run in this process reads the test's stores from the environment."""
+    monkeypatch.setenv("CLICKHOUSE_PATH", str(settings.clickhouse_dir))
+    monkeypatch.setenv("CLICKHOUSE_DATABASE", settings.clickhouse_database)
+    monkeypatch.setenv("OPSCONSOLE_RUNTIME_DIR", str(settings.runtime))
+    monkeypatch.setenv("POSTGRES_URL", settings.postgres_url.get_secret_value())
+
+
+def test_enrich_exits_3_when_its_closing_gates_fail_as_demo_does(settings, ch, monkeypatch, capsys) -> None:
+    from console.cli import main
+    from engine.enrichment.demo import generate_demo
+    from engine.enrichment.gates import compute_gates
+
+    _point_env_at(monkeypatch, settings)
+    generate_demo(ch, "small", 7)
+    # Step D alone: P&L complete, but Step E has not written a single outcome, so the closing gate
+    # wallets_with_outcomes FAILs. The job itself finished fine; the exit code is the gates'.
+    assert main(["enrich", "--step", "D", "--no-ui", "--log-format", "plain"]) == 3
+    err = capsys.readouterr().err
+    assert "closing gates FAILED: wallets_with_outcomes" in err and "Traceback" not in err
+    assert {g.name: g.status for g in compute_gates(ch)}["wallets_with_outcomes"] == "FAIL"
+    log = (settings.runtime / "full-enrichment.console.log").read_text()
+    assert "state=done exit=3" in log  # the log file's END line says the same code
+    # Step E completes the picture: every gate passes, exit 0.
+    assert main(["enrich", "--step", "E", "--no-ui", "--log-format", "plain"]) == 0
+    assert "closing gates FAILED" not in capsys.readouterr().err

@@ -14,7 +14,7 @@ from console.cli import main
 from engine.enrichment.job import DemoRequest, EnrichmentJob
 from engine.enrichment.resets import run_reset
 from engine.enrichment.stepd import pnl_checksum
-from engine.errors import BadInput, LockHeld
+from engine.errors import BadInput, ExitCode, LockHeld
 from engine.runner import job_lock
 from tests.enrichment.conftest import run_enrichment
 
@@ -82,7 +82,8 @@ def test_reset_market_only_that_market_and_next_step_d_reprocesses_it(settings, 
     assert (settings.runtime / "full-enrichment.state.json").exists()  # the checkpoint stays
     # the next Step D (even with --resume over a "done" checkpoint) reprocesses the market
     outcome, _ = run_enrichment(EnrichmentJob(["D"], resume=True), settings, ch)
-    assert outcome.exit_code == 0, outcome.error
+    # Step D alone: the market's outcomes wait for Step E, so its closing gates FAIL (exit 3).
+    assert outcome.exit_code == ExitCode.GATES_FAILED, outcome.error
     assert pnl_checksum(ch) == before
 
 

@@ -29,3 +29,13 @@ def test_a_closed_pipe_is_not_a_traceback(tmp_path: Path) -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_a_command_module_that_does_not_import_fails_loudly(monkeypatch) -> None:
+    import pytest
+
+    from console import cli
+
+    monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "console.commands.not_packaged"])
+    with pytest.raises(ModuleNotFoundError, match="not_packaged"):
+        cli.build_parser()  # a packaging bug, not a silently missing command

@@ -104,6 +104,8 @@ def test_json_log_format_is_one_object_per_line(tmp_path: Path) -> None:
     )
     assert out.returncode == 0
     records = [json.loads(line) for line in out.stdout.splitlines()]
-    assert records[0] == {**records[0], "type": "StateChanged", "state": "running"}
+    # The job says what it is first (its declared panels: none beyond progress for the selftest).
+    assert records[0] == {**records[0], "type": "JobStarted", "job": "selftest", "panels": []}
+    assert records[1] == {**records[1], "type": "StateChanged", "state": "running"}
     assert records[-1]["type"] == "StateChanged" and records[-1]["state"] == "done"
     assert any(r["type"] == "CheckpointSaved" for r in records)

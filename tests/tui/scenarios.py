@@ -11,12 +11,14 @@ import tempfile
 from pydantic import BaseModel, Field
 
 from engine.bus import EventBus
+from engine.enrichment.job import EnrichmentJob, EnrichmentLive
 from engine.events import Event
 from engine.events import (
     CheckpointSaved,
     Failure,
     GateResult,
     GatesReported,
+    JobStarted,
     JobState,
     LogLine,
     MutationInfo,
@@ -26,19 +28,14 @@ from engine.events import (
     StateChanged,
     Summary,
 )
+from engine.jobs.selftest import SelftestJob
+from engine.pipeline.job import PipelineJob
 
 T0 = 1_790_000_000.0  # a fixed instant: 2026-09-21T14:13:20Z
 
 
 def fixed_clock(offset: float = 95.0):
     return lambda: T0 + offset
-
-
-class EnrichmentLive(BaseModel):
-    """Same fields as the enrichment job's live settings (batch_size, mutation_wait_every)."""
-
-    batch_size: int = Field(300, ge=1, le=100_000)
-    mutation_wait_every: int = Field(5, ge=1, le=10_000)
 
 
 class PipelineLive(BaseModel):
@@ -65,10 +62,11 @@ class Rounds:
 
 def enrichment_events(bus: Rounds, *, paused: bool = False) -> None:
     job = "full-enrichment"
+    bus.publish(JobStarted(job=job, ts=T0, panels=EnrichmentJob.panels))
     bus.publish(StateChanged(job=job, ts=T0, state=JobState.RUNNING))
     for step, n in (("A", 120), ("B", 120), ("C", 80)):
         bus.publish(Progress(job=job, ts=T0 + 1, step=step, done=n, total=n, unit="markets"))
-    bus.publish(SettingsChanged(job=job, ts=T0 + 2, values={"batch_size": 300, "mutation_wait_every": 5}))
+    bus.publish(SettingsChanged(job=job, ts=T0 + 2, values=EnrichmentLive().model_dump()))
     total = 13_693
     for i in range(1, 16):
         done = min(total, i * 300)
@@ -108,6 +106,7 @@ def enrichment_events(bus: Rounds, *, paused: bool = False) -> None:
 
 def pipeline_events(bus: Rounds, *, done: bool = False) -> None:
     job = "pipeline"
+    bus.publish(JobStarted(job=job, ts=T0, panels=PipelineJob.panels))
     bus.publish(StateChanged(job=job, ts=T0, state=JobState.RUNNING))
     suites = {
         "baseline": {"research_ok": 6, "research_failed": 0, "forecast_ok": 6, "forecast_failed": 0, "skipped": 1},
@@ -132,6 +131,7 @@ def pipeline_events(bus: Rounds, *, done: bool = False) -> None:
 
 def selftest_events(bus: Rounds) -> None:
     job = "selftest"
+    bus.publish(JobStarted(job=job, ts=T0, panels=SelftestJob.panels))
     bus.publish(StateChanged(job=job, ts=T0, state=JobState.RUNNING))
     for i in range(1, 31):
         bus.publish(Progress(job=job, ts=T0 + i * 0.5, step="selftest", done=i, total=100, unit="units"))

@@ -115,7 +115,7 @@ async def test_panels_render_from_events_alone() -> None:
         await feed(screen, screen.session.bus, rounds_for("enrichment"))
         await pilot.pause()
         v = screen.view
-        assert v.state is JobState.PAUSED and v.is_enrichment and not v.is_pipeline
+        assert v.state is JobState.PAUSED and v.shows("gates") and not v.shows("pipeline")
         assert v.steps["D"].rate is not None and len(v.steps["D"].rates) > 3
         assert [g.status for g in v.gates] == ["PASS", "WARN", "FAIL", "WARN", "INFO"]
         assert v.mutations_pending == 2 and len(v.mutation_details) == 2
@@ -207,3 +207,26 @@ async def test_experiment_overrides_are_validated_before_they_apply() -> None:
         assert app.screen is screen
         assert session.control.live.experiment_overrides == ["gemini:forecast:gemini_simple.model=gemini-2.5-flash"]
         await screen.wait_for(lambda v: v.live.get("experiment_overrides") == session.control.live.experiment_overrides)
+
+
+def test_console_log_lines_have_the_engine_wording() -> None:
+    from console.tui.widgets import event_line
+    from engine.event_text import event_text
+    from engine.events import CheckpointSaved, Failure, LogLine, StateChanged
+    from engine.runner import format_event
+
+    events = [
+        LogLine(job="j", ts=T0, level="ERROR", message="market-877: outcomes list is empty", step="events"),
+        StateChanged(job="j", ts=T0, state=JobState.PAUSED, reason="holding at a unit boundary"),
+        Failure(job="j", ts=T0, where="market-531", reason="openai: 429", retriable=True),
+        CheckpointSaved(job="j", ts=T0, step="D", where="local", cursor={"i": 1}, batch_idx=1),
+    ]
+    for event in events:
+        parts = event_text(event)
+        line = event_line(event)
+        plain = format_event(event)
+        assert parts is not None and line is not None and plain is not None
+        # The same text after each renderer's own framing (clock and [step] here; timestamp and job there).
+        assert line[1].endswith(" " + parts.text) and plain.endswith(" " + parts.text)
+        assert line[0] == parts.rank
+    assert event_line(events[0])[1] == "14:13:20 ERROR   [events] market-877: outcomes list is empty"  # type: ignore[index]

@@ -14,7 +14,7 @@ from console.tui.modals import EditLiveScreen
 from console.tui.widgets import GatesPanel, StatusHeader
 from engine.enrichment.demo import generate_demo
 from engine.enrichment.job import EnrichmentJob
-from engine.events import JobState
+from engine.events import JobStarted, JobState
 
 pytestmark = pytest.mark.anyio
 
@@ -88,6 +88,8 @@ async def test_gates_refresh_on_a_timer_from_the_real_store(settings, ch) -> Non
 
     generate_demo(ch, "small", 7)  # Step D has not run: pnl_nulls must FAIL
     session = JobSession.attach("full-enrichment", EnrichmentJob(["D"]).live_settings(), settings=settings)
+    # A watched job says what it is in its first event; that is what turns the gates timer on.
+    session.bus.publish(JobStarted(job="full-enrichment", panels=EnrichmentJob.panels))
     app = OpsConsoleApp(settings, session=session, gates_interval=0.05)
     async with app.run_test(size=(120, 36)) as pilot:
         screen = app.screen
@@ -130,3 +132,58 @@ async def test_launcher_demo_runs_a_to_e_and_gates_go_green(settings) -> None:
         info = str(launcher.query_one("#checkpoint-info").render())
         assert "step: D" in info and "pairs_done" in info
         await pilot.press("q")
+
+
+def _env_settings(settings, monkeypatch, **extra: str):
+    """Settings as bare `opsconsole` loads them: from the environment (the test's stores + `extra`)."""
+    from engine.settings import load_settings
+
+    monkeypatch.setenv("CLICKHOUSE_PATH", str(settings.clickhouse_dir))
+    monkeypatch.setenv("CLICKHOUSE_DATABASE", settings.clickhouse_database)
+    monkeypatch.setenv("OPSCONSOLE_RUNTIME_DIR", str(settings.runtime))
+    monkeypatch.setenv("POSTGRES_URL", settings.postgres_url.get_secret_value())
+    for name, value in extra.items():
+        monkeypatch.setenv(name, value)
+    return load_settings()
+
+
+async def test_launcher_step_d_takes_batch_size_from_the_environment(settings, ch, monkeypatch) -> None:
+    from console.tui.launcher import LauncherScreen
+
+    env_settings = _env_settings(settings, monkeypatch, BATCH_SIZE="77", MUTATION_WAIT_EVERY="2")
+    generate_demo(ch, "small", 7)
+    app = OpsConsoleApp(env_settings, gates_interval=None)
+    async with app.run_test(size=(120, 36)) as pilot:
+        launcher = app.screen
+        assert isinstance(launcher, LauncherScreen)
+        launcher.query_one("#entries").highlighted = 1  # "Step D (resume)", chosen with the keys
+        await pilot.press("enter")
+        screen = app.screen
+        assert isinstance(screen, JobScreen) and screen.session.name == "full-enrichment"
+        await screen.wait_for(lambda v: v.state.final)
+        await pilot.pause()
+        assert screen.session.control.live.batch_size == 77
+        assert screen.session.control.live.mutation_wait_every == 2
+        d = screen.view.steps["D"]
+        assert d.done == d.total and d.total is not None and d.total > 2 * 77
+        assert d.detail["batch_size"] == 77 and d.detail["batches_total"] == -(-d.total // 77)
+        # The job declared its panels (JobStarted), the console did not guess them from its name.
+        assert screen.view.panels == EnrichmentJob.panels
+        # Step E has not run: the closing gates FAIL, and the outcome's exit code says so.
+        assert {g.name: g.status for g in screen.view.gates}["wallets_with_outcomes"] == "FAIL"
+        assert screen.session.outcome is not None and screen.session.outcome.exit_code == 3
+        await pilot.press("q")
+        assert app.screen is launcher
+
+
+async def test_a_job_run_in_the_console_exits_3_when_its_closing_gates_fail(settings, ch) -> None:
+    generate_demo(ch, "small", 7)
+    app = OpsConsoleApp(settings, job=EnrichmentJob.from_settings(settings, ["D"]), gates_interval=None)
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, JobScreen)
+        await screen.wait_for(lambda v: v.state.final)
+        await pilot.pause()
+        assert screen.session.outcome is not None and screen.session.outcome.state is JobState.DONE
+        await pilot.press("q")
+    assert app.return_code == 3  # what `enrich --step D` returns headless in the same situation
