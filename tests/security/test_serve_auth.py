@@ -114,3 +114,34 @@ def test_the_token_stays_out_of_logs(served: Served) -> None:
     for path in served.runtime.rglob("*") if served.runtime.exists() else []:
         if path.is_file():
             assert served.token not in path.read_text(errors="replace"), path
+
+
+def test_bound_to_every_address_the_token_is_still_required() -> None:
+    """`--host 0.0.0.0`: any Host may be used, but the token and a matching Origin still are needed.
+    (The same app `serve` builds, run on loopback here so the test opens nothing to the network.)"""
+    from aiohttp import web
+
+    from console.commands.serve import make_server
+
+    async def go() -> list[int]:
+        port = free_port()
+        server = make_server("0.0.0.0", port, None, "the-right-token-123")
+        runner = web.AppRunner(await server._make_app())
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            async with aiohttp.ClientSession() as session:
+                statuses = []
+                for query, headers in [
+                    ("", {}),
+                    ("?token=wrong", {}),
+                    ("?token=the-right-token-123", {"Origin": "http://evil.example"}),
+                    ("?token=the-right-token-123", {"Host": f"ops.example:{port}", "Origin": f"http://ops.example:{port}"}),
+                ]:
+                    async with session.get(f"http://127.0.0.1:{port}/{query}", headers=headers) as resp:
+                        statuses.append(resp.status)
+                return statuses
+        finally:
+            await runner.cleanup()
+
+    assert asyncio.run(go()) == [403, 403, 403, 200]
