@@ -11,7 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from engine.errors import LockHeld
+from engine.errors import BadInput, LockHeld
+from engine.files import open_regular
 
 
 class ProcessLock:
@@ -23,14 +24,17 @@ class ProcessLock:
 
     def holder(self) -> str:
         try:
-            text = self.path.read_text().strip()
-        except OSError:
+            fd = open_regular(self.path, os.O_RDONLY)
+        except (OSError, BadInput):
             return "unknown"
+        with os.fdopen(fd, "rb") as fh:
+            text = fh.read(200).decode(errors="replace").strip()
         return text or "unknown"
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new runtime/ is private
+        # Never through a symlink: the pid written below would overwrite its target.
+        fd = open_regular(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

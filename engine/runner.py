@@ -174,7 +174,8 @@ async def run_job(
     """Run `job` to completion, stop or failure. Raises LockHeld if another runner holds the job."""
     # 0711, not 0700: the embedded PostgreSQL runs as its own OS user (when we are root) and must
     # traverse runtime/ to reach runtime/postgres; taking that away while it runs breaks it. Others
-    # still cannot list the directory, and every file in it is 0600.
+    # still cannot list the directory (never 0755, whatever made it), every file in it is 0600 and
+    # the store directories below (postgres/, clickhouse/) are owner-only.
     ensure_private_dir(settings.runtime, 0o711)
     control = control or Control(job.name, bus, job.live_settings())
     lock = job_lock(settings, job.name)

@@ -17,7 +17,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from engine.errors import BadInput
-from engine.redact import redact, register_secret
+from engine.redact import redact, register_secret, url_secrets
 
 ENV_FILES = (".env", ".env.local")  # later files win
 
@@ -146,17 +146,11 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         values = [self.postgres_url, self.clickhouse_url, self.clickhouse_password, self.openai_api_key, self.gemini_api_key]
         out = [v.get_secret_value() for v in values if v is not None]
-        # The password inside a DSN is a secret on its own too (it may be logged by a driver).
+        # The password inside a DSN is a secret on its own too (a driver may print it, or a piece of
+        # it when it is not percent-encoded): read from the raw URL, not what urlsplit can parse.
         for url in (self.postgres_url, self.clickhouse_url):
             if url is not None:
-                from urllib.parse import urlsplit
-
-                try:
-                    pw = urlsplit(url.get_secret_value()).password
-                except ValueError:
-                    pw = None
-                if pw:
-                    out.append(pw)
+                out.extend(url_secrets(url.get_secret_value()))
         return out
 
 

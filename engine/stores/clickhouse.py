@@ -7,9 +7,12 @@ which run them in worker threads so the event loop never waits on the database.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import re
+import stat
 import threading
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -211,6 +214,24 @@ def _json_each_row(columns: list[str], rows: list[Any]) -> bytes:
 _chdb_guard = threading.Lock()
 _chdb_open: dict[str, Any] = {}  # path -> (session, lock); chDB allows one data path per process
 _chdb_statement_lock = threading.Lock()  # one path per process, so one lock serves it
+_umask_before_chdb: int | None = None
+
+
+def _make_store_private(path: Path) -> None:
+    """runtime/clickhouse holds every trade: owner-only, whatever chDB or an older version made.
+
+    The directory's 0700 is what protects the data (nothing below it can be reached by others);
+    on top, the process umask is 077 while chDB is open, because chDB creates its files itself —
+    new parts at every insert and merge, long after open — so a chmod after opening could never
+    keep up. Files an older version left readable are narrowed once here."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    for root, dirs, files in os.walk(path):
+        for name in (*dirs, *files):
+            with contextlib.suppress(OSError):  # a file vanishing under a merge is fine
+                st = os.lstat(os.path.join(root, name))
+                if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o077:
+                    os.chmod(os.path.join(root, name), stat.S_IMODE(st.st_mode) & ~0o077)
 
 
 def _settings_prefix(settings: dict[str, Any]) -> str:
@@ -255,6 +276,13 @@ def _literal(value: Any) -> str:
     return f"'{text}'"
 
 
+def _restore_umask() -> None:
+    global _umask_before_chdb
+    if _umask_before_chdb is not None:
+        os.umask(_umask_before_chdb)
+        _umask_before_chdb = None
+
+
 class ChdbClickHouse(ClickHouse):
     backend = "chdb"
 
@@ -273,7 +301,8 @@ class ChdbClickHouse(ClickHouse):
             if _chdb_open:
                 other = next(iter(_chdb_open))
                 raise StoreUnavailable(f"chDB already has {other} open in this process; it cannot open {key} too")
-            path.mkdir(parents=True, exist_ok=True)
+            if not path.parent.is_dir():  # runtime/ when nothing made it yet: never the umask's 0755
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             lock = ProcessLock(
                 path.parent / f"{path.name}.lock",
                 f"the embedded ClickHouse data directory {path}",
@@ -283,9 +312,14 @@ class ChdbClickHouse(ClickHouse):
             lock.acquire()
             from chdb import session as chdb_session
 
+            global _umask_before_chdb
             try:
+                _make_store_private(path)
+                if _umask_before_chdb is None:
+                    _umask_before_chdb = os.umask(0o077)
                 sess = chdb_session.Session(str(path))  # type: ignore[no-untyped-call]
             except Exception as exc:
+                _restore_umask()
                 lock.release()
                 raise StoreUnavailable(
                     f"could not open the embedded ClickHouse in {path}: {exc}",
@@ -303,6 +337,7 @@ class ChdbClickHouse(ClickHouse):
                 finally:
                     lock.release()
             _chdb_open.clear()
+            _restore_umask()
 
     def _run(self, sql: str, params: dict[str, Any], fmt: str) -> Any:
         # One statement at a time per session: chDB keeps bound parameters on the connection, so

