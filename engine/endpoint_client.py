@@ -219,12 +219,17 @@ async def connect(runtime: Path, job: str, *, timeout: float = CONNECT_TIMEOUT) 
             raise EndpointError(f"job '{job}' sent {second['kind']!r} where a snapshot belongs")
         bus = EventBus()
         client = JobClient(hello, snapshot, bus, stream, bus.subscribe())
+        error: Exception | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(client._read_loop, reader)
             try:
                 yield client
+            except Exception as exc:  # raised by the caller's block: re-raised as is, not in a group
+                error = exc
             finally:
                 tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
     finally:
         with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
             await stream.aclose()
