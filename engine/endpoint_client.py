@@ -31,7 +31,7 @@ from engine import wire
 from engine.bus import EventBus, Subscription
 from engine.endpoint import socket_path, unix_address
 from engine.errors import JobNotRunning, OpsError
-from engine.events import Event, GateResult, MutationInfo, StateChanged
+from engine.events import Event, GateResult, JobState, MutationInfo, StateChanged
 from engine.job_snapshot import Snapshot
 
 CONNECT_TIMEOUT = 10.0
@@ -68,6 +68,8 @@ class JobClient:
     _waiting: dict[int | str, tuple[anyio.Event, list[Reply]]] = field(default_factory=dict)
     #: why the connection ended ("job ended: done", "connection closed"), once it has
     closed_reason: str = ""
+    #: the latest state the job reported (the snapshot's, then each StateChanged)
+    state: StateChanged = field(default_factory=lambda: StateChanged(job="", state=JobState.STARTING))
     _closed: anyio.Event = field(default_factory=anyio.Event)
 
     @property
@@ -127,12 +129,14 @@ class JobClient:
 
     async def wait_for_state(self, *states: str) -> StateChanged | None:
         """Wait until the job reports one of `states` (or any final state); None if the
-        connection ended first. Uses a subscription of its own: `events()` is not consumed."""
+        connection ends first. Uses a subscription of its own: `events()` is not consumed."""
         wanted = set(states)
-        if self.snapshot.state.value in wanted:
-            return StateChanged(job=self.job, state=self.snapshot.state, reason=self.snapshot.reason)
         sub = self.bus.subscribe()
         try:
+            if self.state.state.value in wanted or self.state.state.final:
+                return self.state
+            if self._closed.is_set():
+                return None
             async for event in sub:
                 if isinstance(event, StateChanged) and (event.state.value in wanted or event.state.final):
                     return event
@@ -151,6 +155,8 @@ class JobClient:
                 if kind == "event":
                     event = wire.event_from_record(message.get("event") or {})
                     if event is not None:
+                        if isinstance(event, StateChanged):
+                            self.state = event
                         self.bus.publish(event)
                 elif kind == "reply":
                     rid = message.get("id")
@@ -219,6 +225,7 @@ async def connect(runtime: Path, job: str, *, timeout: float = CONNECT_TIMEOUT) 
             raise EndpointError(f"job '{job}' sent {second['kind']!r} where a snapshot belongs")
         bus = EventBus()
         client = JobClient(hello, snapshot, bus, stream, bus.subscribe())
+        client.state = StateChanged(job=hello.job, state=snapshot.state, reason=snapshot.reason, ts=snapshot.started_at)
         error: Exception | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(client._read_loop, reader)
