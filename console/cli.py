@@ -30,6 +30,8 @@ COMMAND_MODULES = [
     "console.commands.db",
     "console.commands.selftest",
     "console.commands.serve",
+    "console.commands.status",
+    "console.commands.jobctl",
 ]
 
 

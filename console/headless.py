@@ -3,11 +3,8 @@ JSON lines with `--log-format json`. Never imports Textual (checked by a test)."
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from dataclasses import asdict
-from enum import Enum
 from typing import Any, TextIO
 
 import anyio
@@ -19,18 +16,7 @@ from engine.events import CheckpointSaved, Event, LogLine, Progress, StateChange
 from engine.redact import redact
 from engine.runner import Job, JobOutcome, format_event, run_job
 from engine.settings import Settings
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
+from engine.wire import event_json
 
 
 class PlainRenderer:
@@ -74,8 +60,7 @@ class JsonRenderer(PlainRenderer):
             if now - self._last_progress.get(key, 0.0) < 1.0 and not (event.total and event.done >= event.total):
                 return
             self._last_progress[key] = now
-        record = {"type": type(event).__name__, **_jsonable(asdict(event))}
-        self.stream.write(redact(json.dumps(record, default=str)) + "\n")
+        self.stream.write(event_json(event) + "\n")  # the job socket's event schema (engine/wire.py)
         self.stream.flush()
 
 

@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     GATES_FAILED = 3  # a validation gate reported FAIL
     BAD_INPUT = 4  # a file, setting or override was invalid; nothing was written
     STORE_UNAVAILABLE = 5  # Postgres or ClickHouse could not be reached or used
+    NOT_RUNNING = 5  # (same code) pause/resume/stop/gates: no such job answers on its socket
     LOCKED = 75  # another runner holds this job's lock, or chDB's data directory
     ABORTED = 130  # a second signal aborted the job at once
 
@@ -26,7 +27,8 @@ EXIT_CODES_HELP = """exit codes:
   2   invalid command line
   3   a validation gate reported FAIL
   4   bad input: a file, setting or override was invalid (nothing was written)
-  5   a store (Postgres or ClickHouse) could not be reached or used
+  5   a store (Postgres or ClickHouse) could not be reached or used, or (pause, resume, stop)
+      no such job is running
   75  another process holds this job's lock or the chDB data directory
   130 aborted by a second SIGINT/SIGTERM (the last checkpoint is still valid)"""
 
@@ -53,6 +55,12 @@ class BadInput(OpsError):
 
 class StoreUnavailable(OpsError):
     exit_code = ExitCode.STORE_UNAVAILABLE
+
+
+class JobNotRunning(OpsError):
+    """Nothing answers on the job's socket: the job is not running (or was killed)."""
+
+    exit_code = ExitCode.NOT_RUNNING
 
 
 class LockHeld(OpsError):

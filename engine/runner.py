@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from engine.bus import EventBus
 from engine.control import Control
+from engine.endpoint import JobEndpoint, QueryHandler
 from engine.errors import ExitCode, OpsError
 from engine.event_text import event_text
 from engine.events import (
@@ -41,6 +42,12 @@ class JobContext:
     control: Control[Any]
     bus: EventBus
     resources: dict[str, Any] = field(default_factory=dict)
+    queries: dict[str, QueryHandler] = field(default_factory=dict)
+
+    def register_query(self, name: str, handler: QueryHandler) -> None:
+        """Answer command `name` on the job socket (`gates`, `mutations`, `refresh_gates`, ...):
+        `handler(args)` is awaited in the endpoint's task and returns JSON-able data."""
+        self.queries[name] = handler
 
     def emit(self, event: Event) -> None:
         self.bus.publish(event)
@@ -187,12 +194,14 @@ async def run_job(
     verdict = _GatesVerdict()
     bus.add_listener(verdict)
     ctx = JobContext(job.name, settings, control, bus, resources or {})
+    endpoint = JobEndpoint(job.name, bus, control, settings.runtime, queries=ctx.queries)
     started = time.monotonic()
     outcome = JobOutcome(JobState.FAILED)
     aborted = False
 
     try:
         sink.write(f"{_fmt_ts(time.time())} START   {job.name} pid={os.getpid()}")
+        await endpoint.open()  # runtime/<job>.sock; its task group encloses the job's (see aclose)
         async with anyio.create_task_group() as tg:
             job_scope = anyio.CancelScope()
 
@@ -244,6 +253,7 @@ async def run_job(
         if outcome.state is JobState.FAILED and outcome.error:
             ctx.log(f"job failed: {outcome.error}", level="ERROR")
         control.finish(outcome.state, outcome.error or "")
+        await endpoint.aclose()  # after the final state: connected clients see it, then the socket goes
         sink.write(f"{_fmt_ts(time.time())} END     {job.name} state={outcome.state.value} exit={int(outcome.exit_code)}")
         bus._callbacks.remove(sink)
         bus._callbacks.remove(verdict)

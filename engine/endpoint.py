@@ -1,0 +1,374 @@
+"""The job socket: every job process serves its event stream and its Control on runtime/<job>.sock.
+
+A console (the TUI, the browser console, `opsconsole status|pause|resume|stop`) is a client of this
+endpoint; it can come and go without touching the job (contract 8). The protocol is in
+docs/protocol.md and engine/wire.py.
+
+Hostile or broken clients never slow or break the job:
+
+* each client has its own task and its own bus Subscription, so `publish` never waits for a socket;
+* progress and mutation status are coalesced per client by the bus; everything else is kept, up to
+  MAX_BACKLOG undelivered events, and a client that falls further behind (or whose socket accepts
+  nothing for SEND_TIMEOUT) is cut off;
+* lines are read with a bounded reader (MAX_CLIENT_LINE); a longer line, or MAX_BAD_LINES malformed
+  ones, cuts the client off without buffering more;
+* at most MAX_CLIENTS are connected; one more gets a one-line refusal;
+* every task here catches everything: the endpoint's task group wraps the job's, and a failure
+  in it must never cancel the job.
+
+Every cut-off and refusal is written to the job's log as a WARNING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import SocketListener, SocketStream, TaskGroup
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from engine import wire
+from engine.bus import EventBus, Subscription
+from engine.control import Control
+from engine.errors import OpsError
+from engine.events import Event, LogLine
+from engine.job_snapshot import JobSnapshot
+from engine.redact import redact
+
+#: An async function of a command's `args` returning JSON-able data (dataclasses are fine).
+QueryHandler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+#: Queries a job may offer (registered with `JobContext.register_query`); asking a job that does
+#: not offer one is answered "not offered by this job" rather than "unknown command".
+KNOWN_QUERIES = ("gates", "mutations", "refresh_gates")
+
+MAX_CLIENTS = 32
+MAX_BACKLOG = 10_000  # undelivered non-coalescable events per client
+SEND_TIMEOUT = 30.0  # seconds one write may wait for a client that reads nothing
+MAX_BAD_LINES = 3
+MAX_QUERIES_IN_FLIGHT = 4  # per client
+FLUSH_TIMEOUT = 5.0  # at the job's end: time given to clients to take the last events
+_MAX_UNIX_PATH = 100  # sun_path is 108 bytes on Linux; keep a margin
+
+
+def socket_path(runtime: Path, job: str) -> Path:
+    return runtime / f"{job}.sock"
+
+
+@contextlib.contextmanager
+def unix_address(path: Path) -> Iterator[str]:
+    """A bind/connect address for `path`, even when it is longer than sun_path allows: then the
+    directory is opened and named through /proc/self/fd (Linux resolves it like the real path)."""
+    if len(os.fsencode(path)) <= _MAX_UNIX_PATH or not Path("/proc/self/fd").is_dir():
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
+@dataclass(eq=False)
+class _Client:
+    number: int
+    stream: SocketStream
+    sub: Subscription
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    pending: int = 0  # non-coalescable events queued in `sub`, not yet written
+    cut_reason: str = ""
+    bad_lines: int = 0
+    queries: int = 0
+    send_lock: anyio.Lock = field(default_factory=anyio.Lock)
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+    def cut(self, reason: str) -> None:
+        if not self.cut_reason:
+            self.cut_reason = reason
+            self.scope.cancel()
+
+
+class _CutOff(Exception):
+    pass
+
+
+class JobEndpoint:
+    def __init__(self, job: str, bus: EventBus, control: Control[Any], runtime: Path, *,
+                 queries: Mapping[str, QueryHandler] | None = None, started_at: float | None = None) -> None:
+        self.job = job
+        self.bus = bus
+        self.control = control
+        self.path = socket_path(runtime, job)
+        self.queries: Mapping[str, QueryHandler] = queries if queries is not None else {}
+        self.started_at = started_at if started_at is not None else time.time()
+        self.snapshot = JobSnapshot(job, live=lambda: control.live, started_at=self.started_at)
+        self.snapshot.state = control.state
+        self.clients: set[_Client] = set()
+        self._numbers = itertools.count(1)
+        self._listener: SocketListener | None = None
+        self._tg: TaskGroup | None = None
+        self._closing = False
+        self._encoded: OrderedDict[int, tuple[Event, bytes]] = OrderedDict()
+        bus.add_listener(self.snapshot)
+        bus.add_listener(self._count)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def open(self) -> bool:
+        """Bind runtime/<job>.sock (0600) and start serving. The caller holds the job lock, so a
+        socket file already there is a stale one from a killed run and is replaced. Never raises:
+        a job without its socket still runs (and says so in its log)."""
+        try:
+            with unix_address(self.path) as address:
+                # anyio binds, chmods to `mode`, and only then listens: nobody can connect in between.
+                self._listener = await anyio.create_unix_listener(address, mode=0o600)
+        except OSError as exc:
+            self._log(f"job socket {self.path} unavailable ({exc}); consoles cannot attach to this run", "WARNING")
+            return False
+        # The task group is entered here and left in aclose(): run_job opens the endpoint before
+        # the job's own task group and closes it after, so the two nest properly, and the endpoint
+        # outlives the job's tasks long enough to deliver the final state to its clients.
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._accept_loop)
+        return True
+
+    async def aclose(self) -> None:
+        """Deliver what is queued (the final state included) to connected clients, say bye, close
+        them and remove the socket. Bounded by FLUSH_TIMEOUT whatever the clients do."""
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            with anyio.CancelScope(shield=True):
+                if self._listener is not None:
+                    with contextlib.suppress(Exception):
+                        await self._listener.aclose()
+                with anyio.move_on_after(FLUSH_TIMEOUT):
+                    for client in list(self.clients):
+                        client.sub.close()  # its writer sends what is left, then bye, then returns
+                    for client in list(self.clients):
+                        await client.done.wait()
+            if self._tg is not None:
+                # Outside the shield: scopes must be left in the order they were entered.
+                tg, self._tg = self._tg, None
+                tg.cancel_scope.cancel()
+                with contextlib.suppress(Exception):
+                    await tg.__aexit__(None, None, None)
+        finally:
+            if self._listener is not None:
+                self.path.unlink(missing_ok=True)
+            for callback in (self.snapshot, self._count):
+                with contextlib.suppress(ValueError):
+                    self.bus._callbacks.remove(callback)  # the bus has no remove_listener (yet)
+
+    # --- bus listener: bounded backlogs --------------------------------------------------------
+    def _count(self, event: Event) -> None:
+        if event.coalesce_key() is not None or not self.clients:
+            return
+        for client in self.clients:
+            client.pending += 1
+            if client.pending > MAX_BACKLOG:
+                client.cut(f"more than {MAX_BACKLOG:,} events undelivered (the client is not reading)")
+
+    # --- serving ---------------------------------------------------------------------------------
+    async def _accept_loop(self) -> None:
+        assert self._listener is not None and self._tg is not None
+        while not self._closing:
+            try:
+                stream = await self._listener.accept()
+            except anyio.get_cancelled_exc_class():
+                raise
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return
+            except Exception as exc:  # e.g. out of file descriptors: keep the job, retry soon
+                self._log(f"job socket: accept failed ({exc})", "WARNING")
+                await anyio.sleep(0.5)
+                continue
+            if len(self.clients) >= MAX_CLIENTS:
+                self._tg.start_soon(self._refuse, stream)
+                continue
+            # Subscribe and snapshot in one synchronous step: every event is in one or the other.
+            client = _Client(next(self._numbers), stream, self.bus.subscribe())
+            self.clients.add(client)
+            first = wire.encode(wire.hello(self.job, os.getpid(), self.started_at))
+            first += wire.encode(wire.snapshot(self.snapshot.to_dict()))
+            self._tg.start_soon(self._serve_client, client, first)
+
+    async def _refuse(self, stream: SocketStream) -> None:
+        reason = f"too many console clients ({MAX_CLIENTS} connected)"
+        self._log(f"refused a console client: {reason}", "WARNING")
+        try:
+            with anyio.move_on_after(2):
+                await stream.send(wire.encode(wire.refused(reason)))
+                await stream.send_eof()
+        except Exception:
+            pass
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await stream.aclose()
+
+    async def _serve_client(self, client: _Client, first: bytes) -> None:
+        finished_cleanly = False
+        try:
+            with client.scope:
+                async with anyio.create_task_group() as tg:
+                    await self._send(client, first)
+                    tg.start_soon(self._reader, client, tg)
+                    tg.start_soon(self._writer, client, tg)
+                finished_cleanly = True
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:  # a bug here must cost one client, never the job
+            client.cut_reason = client.cut_reason or f"endpoint error: {type(exc).__name__}: {exc}"
+        finally:
+            self.clients.discard(client)
+            client.sub.close()
+            if client.cut_reason:
+                self._log(f"console client #{client.number} cut off: {client.cut_reason}", "WARNING")
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                if finished_cleanly and not client.cut_reason:
+                    # Closing at once would discard what is still in the send buffer (the final
+                    # state, bye): half-close, and give the client a moment to read it.
+                    with anyio.move_on_after(2):
+                        await client.stream.send_eof()
+                        with contextlib.suppress(Exception):
+                            while await client.stream.receive():
+                                pass
+                await client.stream.aclose()
+            client.done.set()
+
+    async def _send(self, client: _Client, data: bytes) -> None:
+        try:
+            with anyio.fail_after(SEND_TIMEOUT):
+                async with client.send_lock:
+                    await client.stream.send(data)
+        except TimeoutError:
+            client.cut(f"a write waited {SEND_TIMEOUT:g}s (the client is not reading)")
+            raise _CutOff from None
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            raise _CutOff from None  # the client went away: nothing to report
+
+    def _encode_event(self, event: Event) -> bytes:
+        # Every client sends the same events: encode each once (keyed by identity; the event is
+        # kept alongside so its id cannot be reused while cached).
+        hit = self._encoded.get(id(event))
+        if hit is not None and hit[0] is event:
+            return hit[1]
+        data = wire.encode(wire.event_message(event))
+        self._encoded[id(event)] = (event, data)
+        if len(self._encoded) > 4096:
+            self._encoded.popitem(last=False)
+        return data
+
+    async def _writer(self, client: _Client, tg: TaskGroup) -> None:
+        try:
+            while True:
+                batch = await client.sub.receive_batch()
+                if not batch:  # subscription closed (the job ended) and fully drained
+                    await self._send(client, wire.encode(wire.bye(f"job ended: {self.control.state.value}")))
+                    break
+                client.pending -= sum(1 for e in batch if e.coalesce_key() is None)
+                await self._send(client, b"".join(self._encode_event(e) for e in batch))
+        except _CutOff:
+            pass
+        tg.cancel_scope.cancel()
+
+    async def _reader(self, client: _Client, tg: TaskGroup) -> None:
+        reader = BufferedByteReceiveStream(client.stream)
+        try:
+            while True:
+                try:
+                    line = await reader.receive_until(b"\n", wire.MAX_CLIENT_LINE)
+                except anyio.DelimiterNotFound:
+                    client.cut(f"sent a line longer than {wire.MAX_CLIENT_LINE:,} bytes")
+                    return
+                except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError,
+                        anyio.ClosedResourceError, OSError):
+                    break  # the client left
+                if line.strip():
+                    await self._handle_line(client, line, tg)
+        except _CutOff:
+            pass
+        if not self._closing:
+            tg.cancel_scope.cancel()
+
+    # --- commands ----------------------------------------------------------------------------
+    async def _handle_line(self, client: _Client, line: bytes, tg: TaskGroup) -> None:
+        try:
+            cmd = wire.parse_command(wire.decode(line))
+        except wire.WireError as exc:
+            client.bad_lines += 1
+            await self._send(client, wire.encode(wire.reply(None, False, error=f"bad message: {exc}"[:500])))
+            if client.bad_lines >= MAX_BAD_LINES:
+                client.cut(f"sent {client.bad_lines} malformed lines")
+            return
+        if cmd.cmd in self.queries:
+            if client.queries >= MAX_QUERIES_IN_FLIGHT:
+                await self._reply(client, cmd.id, False, error=f"busy: {MAX_QUERIES_IN_FLIGHT} queries in flight")
+                return
+            client.queries += 1
+            tg.start_soon(self._run_query, client, cmd)
+            return
+        ok, error, data = self._control_command(cmd)
+        await self._reply(client, cmd.id, ok, error=error, data=data)
+
+    def _control_command(self, cmd: wire.Command) -> tuple[bool, str, Any]:
+        control = self.control
+        if cmd.cmd in ("pause", "resume", "stop"):
+            if cmd.cmd == "pause":
+                ok = control.pause()
+            elif cmd.cmd == "resume":
+                ok = control.resume()
+            else:
+                ok = control.stop(str(cmd.args.get("reason") or "stop requested by a console client")[:200])
+            error = "" if ok else f"{cmd.cmd} does not apply: the job is {control.state.value}"
+            return ok, error, {"state": control.state.value}
+        if cmd.cmd == "set_live":
+            changes = cmd.args.get("changes")
+            if not isinstance(changes, dict):
+                return False, "set_live needs args.changes, an object of setting: value", None
+            try:
+                live = control.update_live(changes)
+            except OpsError as exc:  # BadInput: answered to this client only; the job is untouched
+                return False, str(exc), None
+            return True, "", live.model_dump()
+        if cmd.cmd == "snapshot":
+            return True, "", self.snapshot.to_dict()
+        if cmd.cmd in KNOWN_QUERIES:
+            return False, "not offered by this job", None
+        return False, f"unknown command {cmd.cmd!r}", None
+
+    async def _run_query(self, client: _Client, cmd: wire.Command) -> None:
+        try:
+            try:
+                data = await self.queries[cmd.cmd](dict(cmd.args))
+            except anyio.get_cancelled_exc_class():
+                raise
+            except OpsError as exc:
+                await self._reply(client, cmd.id, False, error=str(exc))
+            except Exception as exc:  # a failing query is an answer, not a job failure
+                await self._reply(client, cmd.id, False, error=f"{cmd.cmd} failed: {type(exc).__name__}: {exc}"[:1000])
+            else:
+                await self._reply(client, cmd.id, True, data=data)
+        except _CutOff:
+            pass
+        finally:
+            client.queries -= 1
+
+    async def _reply(self, client: _Client, id: int | str | None, ok: bool, *, error: str = "", data: Any = None) -> None:
+        try:
+            message = wire.encode(wire.reply(id, ok, error=error, data=data))
+        except (TypeError, ValueError) as exc:
+            message = wire.encode(wire.reply(id, False, error=f"reply not encodable: {exc}"))
+        await self._send(client, message)
+
+    def _log(self, message: str, level: str) -> None:
+        self.bus.publish(LogLine(job=self.job, level=level, message=redact(message)))
