@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "console.commands.serve",
     "console.commands.status",
     "console.commands.jobctl",
+    "console.commands.attach",
 ]
 
 

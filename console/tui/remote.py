@@ -46,7 +46,8 @@ def live_model_for(job: str, values: dict[str, Any]) -> BaseModel:
         except ValidationError:
             pass  # a newer job with other fields: fall back to what it sent
     fields: dict[str, Any] = {name: (type(value), value) for name, value in values.items()}
-    return create_model(f"{job}-live", **fields)()
+    plain: BaseModel = create_model(f"{job}-live", **fields)()
+    return plain
 
 
 class RemoteControl(Control[Any]):
@@ -61,6 +62,11 @@ class RemoteControl(Control[Any]):
         self.client: Any = None  # the JobClient, once the relay has connected
         self.on_refused = on_refused
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def _set_state(self, state: JobState, reason: str = "") -> None:
+        # Shown in the header at once (the screen reads `state`), but not published: the log
+        # records the job's own StateChanged when it comes back, once.
+        self.state = state
 
     # --- what the job said -------------------------------------------------------------------
     def observe(self, event: Event) -> None:
@@ -138,6 +144,7 @@ def snapshot_events(snapshot: Any) -> list[Event]:
         if one is not None:
             events.append(one)
     events.sort(key=lambda e: e.ts)
+    events.insert(0, JobStarted(job=snapshot.job, panels=tuple(snapshot.panels), ts=snapshot.started_at))
     # The state last: the header shows what the job is doing now, not what its oldest line said.
     events.append(StateChanged(job=snapshot.job, state=snapshot.state, reason=snapshot.reason,
                                ts=max([snapshot.started_at] + [e.ts for e in events])))
@@ -150,7 +157,7 @@ async def relay(client: Any, control: RemoteControl, bus: EventBus) -> Any:
     from engine.runner import JobOutcome
 
     last: StateChanged | None = None
-    gates_failed = False
+    gates_failed: tuple[str, ...] = ()
 
     def forward(event: Event) -> None:
         nonlocal last, gates_failed
@@ -158,7 +165,7 @@ async def relay(client: Any, control: RemoteControl, bus: EventBus) -> Any:
         if isinstance(event, StateChanged):
             last = event
         elif isinstance(event, GatesReported):
-            gates_failed = any(g.status == "FAIL" for g in event.gates)
+            gates_failed = tuple(g.name for g in event.gates if g.status == "FAIL")
         bus.publish(event)
 
     for event in snapshot_events(client.snapshot):
