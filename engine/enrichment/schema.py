@@ -262,3 +262,38 @@ def resolution_problem(condition_id: str | None, market_id: str | None, payouts:
     if sum(values) != 1:
         return f"payouts {payouts!r} sum to {sum(values)}, not 1"
     return None
+
+
+# --- incremental Step D -------------------------------------------------------------------------
+# What each (wallet, condition) pair's P&L was last computed from: its trades (count and the wrapping
+# sum of its trade hashes, as in step_d_worklist) and the payouts it used (`resolved` = 0: none, the
+# P&L is NULL). Written by Step D only after the pair's P&L write has landed; the latest version wins.
+STEPD_PAIR_STATE = """
+CREATE TABLE IF NOT EXISTS $db.stepd_pair_state (
+    wallet_address String,
+    condition_id   String,
+    n_trades       UInt32,
+    h              UInt64,
+    resolved       UInt8,
+    p_yes          Decimal(18, 6),
+    p_no           Decimal(18, 6),
+    version        UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY (wallet_address, condition_id)
+"""
+
+# Every pair of trades_raw at the start of an incremental run, with why it must be recomputed
+# ('' = unaffected); the affected ones become the run's work list.
+STEP_D_PAIRS_NOW = """
+CREATE TABLE IF NOT EXISTS $db.step_d_pairs_now (
+    wallet_address String,
+    condition_id   String,
+    n_trades       UInt32,
+    h              UInt64,
+    reason         LowCardinality(String)
+) ENGINE = MergeTree
+ORDER BY (wallet_address, condition_id)
+"""
+
+DDL += [STEPD_PAIR_STATE, STEP_D_PAIRS_NOW]
+INCREMENTAL_TABLES = ("stepd_pair_state", "step_d_pairs_now")
