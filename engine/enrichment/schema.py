@@ -297,3 +297,35 @@ ORDER BY (wallet_address, condition_id)
 
 DDL += [STEPD_PAIR_STATE, STEP_D_PAIRS_NOW]
 INCREMENTAL_TABLES = ("stepd_pair_state", "step_d_pairs_now")
+
+# --- incremental Step E -------------------------------------------------------------------------
+# Wallets whose outcomes may have changed since the last Step E: Step D adds the wallets of its
+# affected pairs when it freezes its work list (before writing anything), or '*' (every wallet) for a
+# full run; Step E empties it after its swap.
+STEP_E_DIRTY_WALLETS = """
+CREATE TABLE IF NOT EXISTS $db.step_e_dirty_wallets (
+    wallet_address String,
+    marked_at      DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = MergeTree
+ORDER BY wallet_address
+"""
+# The inputs Step E reads besides the P&L (categories, resolutions) when it last built; one row.
+STEP_E_META = """
+CREATE TABLE IF NOT EXISTS $db.step_e_meta (
+    fingerprint String,
+    created_at  DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = MergeTree
+ORDER BY tuple()
+"""
+
+# The valid resolutions the last Step E build read, one hash per condition: a condition resolved,
+# corrected or withdrawn since makes its traders' wallets dirty.
+STEP_E_RESOLUTIONS = """
+CREATE TABLE IF NOT EXISTS $db.step_e_resolutions (
+    condition_id String,
+    h            UInt64
+) ENGINE = MergeTree
+ORDER BY condition_id
+"""
+
+DDL += [STEP_E_DIRTY_WALLETS, STEP_E_META, STEP_E_RESOLUTIONS]

@@ -529,3 +529,62 @@ def incremental_batch_update_sql(database: str, strategy: str, has_cursor: bool)
     only = f"(wallet_address, condition_id) IN (SELECT wallet_address, condition_id FROM $db.step_d_worklist WHERE {where})"
     verb = "UPDATE $db.trades_raw SET" if strategy == "lightweight" else "ALTER TABLE $db.trades_raw UPDATE"
     return f"{verb} {pnl_assignments(database)} WHERE {where} AND {only}"
+
+# =================================================================================================
+# Incremental Step E: rebuild only the wallets Step D touched (the rest is copied), then swap
+# =================================================================================================
+ALL_WALLETS = "*"
+DIRTY_MARK_ALL = "INSERT INTO $db.step_e_dirty_wallets (wallet_address) VALUES ('*')"
+DIRTY_MARK_AFFECTED = "INSERT INTO $db.step_e_dirty_wallets (wallet_address) SELECT DISTINCT wallet_address FROM $db.step_d_worklist"
+# Pairs that had P&L computed but whose trades are gone: their outcome rows must go too.
+DIRTY_MARK_VANISHED = """
+INSERT INTO $db.step_e_dirty_wallets (wallet_address)
+SELECT DISTINCT wallet_address FROM $db.stepd_pair_state FINAL
+WHERE (wallet_address, condition_id) NOT IN (SELECT wallet_address, condition_id FROM $db.step_d_pairs_now)
+"""
+DIRTY_SUMMARY = "SELECT countIf(wallet_address = '*'), uniqExactIf(wallet_address, wallet_address != '*') FROM $db.step_e_dirty_wallets"
+DIRTY_CLEAR = "TRUNCATE TABLE $db.step_e_dirty_wallets"
+
+# What Step E reads besides trades' P&L and exposure and the resolutions: the (market, category)
+# combinations on trades (Step B) and markets_dim's categories. A change there rebuilds every wallet.
+STEP_E_FINGERPRINT = """
+SELECT concat(
+    toString((SELECT sumWithOverflow(cityHash64(market_id, canonical_category))
+              FROM (SELECT DISTINCT market_id, canonical_category FROM $db.trades_raw))), ':',
+    toString((SELECT sumWithOverflow(cityHash64(market_id, canonical_category)) FROM $db.markets_dim FINAL)))
+"""
+_RESOLUTION_HASHES = f"""
+SELECT condition_id, cityHash64(toString(payouts), toString(resolved_outcome), resolved_at) AS h FROM ({VALID_RESOLUTIONS})
+"""
+# Conditions whose valid resolution differs from the last build's (new, changed or gone): their
+# traders' wallets are dirty. Written before the build; cleared with the rest after it.
+DIRTY_MARK_RESOLUTIONS = f"""
+INSERT INTO $db.step_e_dirty_wallets (wallet_address)
+SELECT DISTINCT wallet_address FROM $db.trades_raw
+WHERE condition_id IN (
+    SELECT condition_id FROM (
+        SELECT condition_id, h FROM ({_RESOLUTION_HASHES})
+        UNION ALL SELECT condition_id, h FROM $db.step_e_resolutions
+    ) GROUP BY condition_id HAVING count() != 2 OR min(h) != max(h)
+)
+"""
+STEP_E_RESOLUTIONS_CLEAR = "TRUNCATE TABLE $db.step_e_resolutions"
+STEP_E_RESOLUTIONS_WRITE = f"INSERT INTO $db.step_e_resolutions (condition_id, h) {_RESOLUTION_HASHES}"
+STEP_E_META_READ = "SELECT fingerprint FROM $db.step_e_meta ORDER BY created_at DESC LIMIT 1"
+STEP_E_META_CLEAR = "TRUNCATE TABLE $db.step_e_meta"
+STEP_E_META_WRITE = "INSERT INTO $db.step_e_meta (fingerprint) VALUES ({fp:String})"
+OUTCOMES_COUNT = "SELECT count() FROM $db.wallet_resolution_outcomes"
+
+_DIRTY = "(SELECT wallet_address FROM $db.step_e_dirty_wallets)"
+OUTCOMES_COPY_CLEAN = f"""
+INSERT INTO $db.wallet_resolution_outcomes_build
+SELECT * FROM $db.wallet_resolution_outcomes WHERE wallet_address NOT IN {_DIRTY}
+"""
+
+
+def outcomes_fill_dirty_sql() -> str:
+    """OUTCOMES_FILL over the dirty wallets' trades only (the same statement, its trades filtered)."""
+    source = "FROM $db.trades_raw AS t"
+    if OUTCOMES_FILL.count(source) != 1:  # the rewrite below relies on the positions' one trades scan
+        raise RuntimeError("OUTCOMES_FILL no longer reads trades_raw exactly once; update outcomes_fill_dirty_sql")
+    return OUTCOMES_FILL.replace(source, f"FROM (SELECT * FROM $db.trades_raw WHERE wallet_address IN {_DIRTY}) AS t")

@@ -88,6 +88,7 @@ def freeze_worklist(ch: ClickHouse, fingerprint: str | None = None) -> tuple[int
     ch.command(sql.META_CLEAR)
     ch.command(sql.WORKLIST_CLEAR)
     ch.command(sql.WORKLIST_BUILD)
+    ch.command(sql.DIRTY_MARK_ALL)  # every pair is rewritten: the next Step E rebuilds every wallet
     total = int(ch.scalar(sql.WORKLIST_COUNT))
     if fingerprint is None:
         fingerprint = _fingerprint(ch, ch.query(sql.WORKLIST_FINGERPRINT).rows[0])
@@ -120,6 +121,9 @@ def freeze_affected(ch: ClickHouse) -> tuple[int, str, dict[str, int], int]:
     ch.command(sql.PAIRS_NOW_CLEAR)
     ch.command(sql.pairs_now_build_sql(ch.database))
     ch.command(sql.WORKLIST_FROM_AFFECTED)
+    # Step E rebuilds these wallets (marked before any P&L is written, so never too few).
+    ch.command(sql.DIRTY_MARK_AFFECTED)
+    ch.command(sql.DIRTY_MARK_VANISHED)
     total = int(ch.scalar(sql.WORKLIST_COUNT))
     fingerprint = _fingerprint(ch, ch.query(sql.PAIRS_NOW_FINGERPRINT).rows[0])
     counts = {str(r[0]): int(r[1]) for r in ch.query(sql.PAIRS_NOW_REASONS).rows}

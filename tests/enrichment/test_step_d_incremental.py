@@ -34,10 +34,14 @@ def outcomes_checksum(ch) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+LAST: dict[str, Any] = {}  # the last run's Step E result
+
+
 def run_d_e(settings, ch, steps: tuple[str, ...] = ("D", "E"), **kwargs: Any) -> tuple[dict[str, Any], Any]:
     job = EnrichmentJob(list(steps), batch_size=7, remote_checkpoints=False, run_gates=False, **kwargs)
     outcome, rec = run_enrichment(job, settings, ch)
     assert outcome.state is JobState.DONE, outcome.error
+    LAST["E"] = job.results.get("E")
     return job.results.get("D", {}), rec
 
 
@@ -55,6 +59,7 @@ def full_recompute(settings, ch) -> tuple[tuple[int, int], tuple[int, int]]:
     ch.command("ALTER TABLE $db.trades_raw UPDATE realized_pnl_usd = NULL, is_resolved = 0 WHERE 1", settings=SYNC)
     result, _ = run_d_e(settings, ch, full=True)
     assert result["mode"] == "full" and result["pairs_total"] == pairs(ch)
+    assert LAST["E"]["mode"] == "full"  # a full Step D: Step E rebuilds every wallet
     return pnl_checksum(ch), outcomes_checksum(ch)
 
 
@@ -64,6 +69,18 @@ def pairs(ch, where: str = "1", params: dict | None = None) -> int:
 
 def rows(ch, where: str = "1", params: dict | None = None) -> int:
     return int(ch.scalar(f"SELECT count() FROM $db.trades_raw WHERE {where}", params))
+
+
+WALLETS: dict[str, int] = {}  # wallets of the last change's affected pairs
+
+
+def wallets(ch, where: str, params: dict | None = None) -> int:
+    return int(ch.scalar(f"SELECT uniqExact(wallet_address) FROM $db.trades_raw WHERE {where}", params))
+
+
+def check_incremental_e() -> None:
+    e = LAST["E"]
+    assert e["mode"] == "incremental" and e["wallets_rebuilt"] == WALLETS["expected"] > 0
 
 
 def resolved_conditions(ch, n: int, offset: int = 0) -> list[str]:
@@ -145,18 +162,21 @@ def change_new_trades(ch, s: Setup) -> tuple[dict[str, int], int]:
     append_trades(ch, PAIR + " AND trade_id = (SELECT min(trade_id) FROM $db.trades_raw WHERE " + PAIR + ")",
                   pair_params(resolved_pair), "-new", wallet="0x" + "e" * 40)
     expected_rows = rows(ch, PAIR, pair_params(resolved_pair)) + rows(ch, PAIR, pair_params(unresolved_pair)) + 1
+    WALLETS["expected"] = len({resolved_pair[0], unresolved_pair[0]}) + 1
     return {**NONE, "new_trades": 3}, expected_rows
 
 
 def change_new_resolutions(ch, s: Setup) -> tuple[dict[str, int], int]:
     release_resolutions(ch)
     where, params = "condition_id IN {h:Array(String)}", {"h": s.held}
+    WALLETS["expected"] = wallets(ch, where, params)
     return {**NONE, "newly_resolved": pairs(ch, where, params)}, rows(ch, where, params)
 
 
 def change_corrected(ch, s: Setup) -> tuple[dict[str, int], int]:
     correct_resolution(ch, s.corrected)
     where, params = "condition_id = {c:String}", {"c": s.corrected}
+    WALLETS["expected"] = wallets(ch, where, params)
     return {**NONE, "corrected": pairs(ch, where, params)}, rows(ch, where, params)
 
 
@@ -166,6 +186,7 @@ def change_market_reset(ch, s: Setup, settings) -> tuple[dict[str, int], int]:
                            {"h": s.held, "c": s.corrected}))
     assert anyio.run(lambda: run_reset(ch, settings, market_id=market, confirm=lambda plan: True)) is not None
     where, params = "market_id = {m:String}", {"m": market}
+    WALLETS["expected"] = wallets(ch, where, params)
     assert rows(ch, where + " AND realized_pnl_usd IS NOT NULL", params) == 0  # the reset really happened
     return {**NONE, "reset": pairs(ch, where, params)}, rows(ch, where, params)
 
@@ -211,6 +232,7 @@ def test_incremental_run_equals_a_full_recompute(settings, ch, strategy, change)
     ch.command("ALTER TABLE $db.trades_raw UPDATE realized_pnl_usd = realized_pnl_usd - 1 WHERE " + marker,
                pair_params(untouched), settings=SYNC)  # it was there: that pair was not written
     run_d_e(settings, ch, ("E",))
+    check_incremental_e()
     incremental = pnl_checksum(ch), outcomes_checksum(ch)
     assert json.loads(state_path(settings.runtime).read_text())["mode"] == "incremental"
 
@@ -236,6 +258,7 @@ def test_chained_incremental_runs_equal_one_full_recompute(settings, ch) -> None
         expected, expected_rows = apply_change(change, ch, s, settings)
         result, rec = run_d_e(settings, ch)
         check_incremental(result, rec, expected, expected_rows)
+        check_incremental_e()
         assert yardstick_checksum(ch) == pnl_checksum(ch), change
     incremental = pnl_checksum(ch), outcomes_checksum(ch)
     assert full_recompute(settings, ch) == incremental
@@ -309,3 +332,30 @@ def test_cli_full_with_resume_is_a_clear_bad_input(capsys) -> None:
     assert main(["enrich", "--step", "D", "--full", "--resume", "--no-ui"]) == 4
     err = capsys.readouterr().err
     assert "--full and --resume contradict" in err and "Traceback" not in err
+
+
+def test_step_e_after_a_resolution_date_correction_rebuilds_that_conditions_traders(settings, ch) -> None:
+    """Payouts unchanged, resolved_at corrected: Step D has nothing to do, Step E still must."""
+    s = Setup(settings, ch, "lightweight")
+    ch.command("INSERT INTO $db.market_resolutions (condition_id, market_id, payouts, resolved_at, source, updated_at) "
+               "SELECT condition_id, market_id, payouts, resolved_at + 3600, 'correction', updated_at + toIntervalSecond(1) "
+               "FROM $db.market_resolutions FINAL WHERE condition_id = {c:String}", {"c": s.corrected})
+    result, _ = run_d_e(settings, ch)
+    assert result["affected"] == NONE
+    assert LAST["E"]["mode"] == "incremental"
+    assert LAST["E"]["wallets_rebuilt"] == wallets(ch, "condition_id = {c:String}", {"c": s.corrected}) > 0
+    incremental = pnl_checksum(ch), outcomes_checksum(ch)
+    assert full_recompute(settings, ch) == incremental
+
+
+def test_step_e_after_a_category_change_rebuilds_every_wallet(settings, ch) -> None:
+    Setup(settings, ch, "lightweight")
+    market = str(ch.scalar("SELECT market_id FROM $db.wallet_resolution_outcomes ORDER BY market_id LIMIT 1"))
+    ch.command("INSERT INTO $db.markets_dim (market_id, condition_id, canonical_category, updated_at) "
+               "SELECT market_id, condition_id, 'Renamed', updated_at + toIntervalSecond(1) FROM $db.markets_dim FINAL "
+               "WHERE market_id = {m:String}", {"m": market})
+    ch.command("ALTER TABLE $db.trades_raw UPDATE canonical_category = '' WHERE market_id = {m:String}", {"m": market},
+               settings=SYNC)  # Step E then takes the market's category from markets_dim
+    _, rec = run_d_e(settings, ch)
+    assert LAST["E"]["mode"] == "full" and any("categories changed" in m for m in rec.messages())
+    assert int(ch.scalar("SELECT countIf(canonical_category = 'Renamed') FROM $db.wallet_resolution_outcomes")) > 0
