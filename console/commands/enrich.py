@@ -18,6 +18,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     )
     p.add_argument("--step", default="all", help="A, B, C, D, E or all (comma-separated list allowed; default all)")
     p.add_argument("--resume", action="store_true", help="Step D: continue from runtime/full-enrichment.state.json")
+    p.add_argument("--full", action="store_true",
+                   help="Step D: recompute every pair (default: after a complete run, only pairs with new trades, "
+                   "new or corrected resolutions, or reset P&L)")
     p.add_argument("--force", action="store_true", help="Step E: run even if Step D is incomplete or mutations are pending")
     p.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help="Step D pairs per batch (default BATCH_SIZE or 300; also changeable live)")
@@ -37,7 +40,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     job = EnrichmentJob.from_settings(
-        settings, args.step, resume=args.resume, force=args.force,
+        settings, args.step, resume=args.resume, force=args.force, full=args.full,
         batch_size=args.batch_size, mutation_wait_every=args.mutation_wait_every, write_strategy=args.write_strategy,
         abc_options={"snapshot": args.snapshot, "offline": args.offline or None, "focus_file": args.focus_file},
     )

@@ -3,7 +3,8 @@
 The file keeps the runbook's fields (job, step, batch_idx, pairs_done, last_mutations, updated_at) so
 operators' habits and hand-written recovery files still work, plus what an exact resume needs: the
 key `cursor` (last pair done in the stable order), the input `fingerprint`, `pairs_total` and the
-`batch_size` in use. A cursor records *what is done*, so resuming with another batch size neither
+`batch_size` in use, and the run's `mode` (full, or incremental: only the pairs affected since the
+previous complete run). A cursor records *what is done*, so resuming with another batch size neither
 skips nor repeats pairs.
 """
 
@@ -51,6 +52,8 @@ class StepDCheckpoint(BaseModel):
     batch_size: int | None = Field(None, ge=1)
     write_strategy: str | None = None
     status: Literal["running", "done"] = "running"
+    # "incremental": the run's work list is only the pairs affected since the previous complete run.
+    mode: Literal["full", "incremental"] = "full"
 
     def document(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -72,11 +72,16 @@ class EnrichmentJob:
         run_gates: bool = True,
         remote_checkpoints: bool = True,
         abc_options: dict[str, Any] | None = None,
+        full: bool = False,
     ) -> None:
         self.steps = parse_steps(steps)
         if not self.steps and demo is None:
             raise BadInput("no steps to run")
         self.resume = resume
+        if full and resume:
+            raise BadInput("--full and --resume contradict each other: --resume continues a stopped run, "
+                           "--full starts one that recomputes every pair")
+        self.full = full  # Step D: recompute every pair instead of only those affected since the last complete run
         self.force = force
         self.batch_size = batch_size
         self.mutation_wait_every = mutation_wait_every
@@ -201,7 +206,7 @@ class EnrichmentJob:
             from engine.enrichment.stepd import run_step_d
 
             result = await run_step_d(
-                ctx, ch, resume=self.resume,
+                ctx, ch, resume=self.resume, full=self.full,
                 write_strategy=self.write_strategy or ctx.settings.write_strategy,
                 remote=remote,
                 mutation_timeout_s=self.mutation_timeout_s or ctx.settings.mutation_wait_timeout_s,

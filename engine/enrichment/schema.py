@@ -237,3 +237,70 @@ async def aensure_schema(ch: ClickHouse) -> None:
     import anyio
 
     await anyio.to_thread.run_sync(ensure_schema, ch)
+
+
+# --- incremental Step D -------------------------------------------------------------------------
+# What each (wallet, condition) pair's P&L was last computed from: its trades (count and the wrapping
+# sum of its trade hashes, as in step_d_worklist) and the payouts it used (`resolved` = 0: none, the
+# P&L is NULL). Written by Step D only after the pair's P&L write has landed; the latest version wins.
+STEPD_PAIR_STATE = """
+CREATE TABLE IF NOT EXISTS $db.stepd_pair_state (
+    wallet_address String,
+    condition_id   String,
+    n_trades       UInt32,
+    h              UInt64,
+    resolved       UInt8,
+    p_yes          Decimal(18, 6),
+    p_no           Decimal(18, 6),
+    version        UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY (wallet_address, condition_id)
+"""
+
+# Every pair of trades_raw at the start of an incremental run, with why it must be recomputed
+# ('' = unaffected); the affected ones become the run's work list.
+STEP_D_PAIRS_NOW = """
+CREATE TABLE IF NOT EXISTS $db.step_d_pairs_now (
+    wallet_address String,
+    condition_id   String,
+    n_trades       UInt32,
+    h              UInt64,
+    reason         LowCardinality(String)
+) ENGINE = MergeTree
+ORDER BY (wallet_address, condition_id)
+"""
+
+DDL += [STEPD_PAIR_STATE, STEP_D_PAIRS_NOW]
+INCREMENTAL_TABLES = ("stepd_pair_state", "step_d_pairs_now")
+
+# --- incremental Step E -------------------------------------------------------------------------
+# Wallets whose outcomes may have changed since the last Step E: Step D adds the wallets of its
+# affected pairs when it freezes its work list (before writing anything), or '*' (every wallet) for a
+# full run; Step E empties it after its swap.
+STEP_E_DIRTY_WALLETS = """
+CREATE TABLE IF NOT EXISTS $db.step_e_dirty_wallets (
+    wallet_address String,
+    marked_at      DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = MergeTree
+ORDER BY wallet_address
+"""
+# The inputs Step E reads besides the P&L (categories, resolutions) when it last built; one row.
+STEP_E_META = """
+CREATE TABLE IF NOT EXISTS $db.step_e_meta (
+    fingerprint String,
+    created_at  DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = MergeTree
+ORDER BY tuple()
+"""
+
+# The valid resolutions the last Step E build read, one hash per condition: a condition resolved,
+# corrected or withdrawn since makes its traders' wallets dirty.
+STEP_E_RESOLUTIONS = """
+CREATE TABLE IF NOT EXISTS $db.step_e_resolutions (
+    condition_id String,
+    h            UInt64
+) ENGINE = MergeTree
+ORDER BY condition_id
+"""
+
+DDL += [STEP_E_DIRTY_WALLETS, STEP_E_META, STEP_E_RESOLUTIONS]

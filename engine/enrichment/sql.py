@@ -448,3 +448,141 @@ SELECT count(), groupArray(10)(market_id) FROM (
 )
 """
 GATE_RESOLVED_MARKETS = "SELECT uniqExact(market_id) FROM $db.trades_raw WHERE is_resolved = 1"
+
+# =================================================================================================
+# Incremental Step D: per-pair bookkeeping (stepd_pair_state) and the affected work list
+# =================================================================================================
+AFFECTED_REASONS = ("new_trades", "newly_resolved", "corrected", "reset")
+
+
+def pair_state_write_sql(database: str, has_cursor: bool) -> str:
+    """Record what the pairs in (cursor, last] of the work list were computed from: their frozen
+    trade count and hash, and the run's frozen payouts. Absolute values: re-running it after a crash
+    writes the same row again (ReplacingMergeTree keeps one)."""
+    ident(database)
+    table = f"'{database}.step_d_payouts'"
+    return f"""
+INSERT INTO $db.stepd_pair_state (wallet_address, condition_id, n_trades, h, resolved, p_yes, p_no, version)
+SELECT wallet_address, condition_id, n_trades, h,
+       joinGet({table}, 'ok', condition_id), joinGet({table}, 'p_yes', condition_id),
+       joinGet({table}, 'p_no', condition_id), {{version:UInt64}}
+FROM $db.step_d_worklist
+WHERE {batch_range_where(has_cursor)}
+"""
+
+
+PAIR_STATE_COUNT = "SELECT count() FROM $db.stepd_pair_state"
+PAIRS_NOW_CLEAR = "TRUNCATE TABLE $db.step_d_pairs_now"
+
+
+def pairs_now_build_sql(database: str) -> str:
+    """Every pair of trades_raw, classified against its bookkeeping (one scan of trades_raw).
+
+    In order: trades added, removed or edited since the pair was computed (or never computed by a
+    build that keeps bookkeeping) -> new_trades; computed unresolved, resolved now -> newly_resolved;
+    computed with other payouts, or its resolution is no longer valid -> corrected; bookkeeping
+    matches but the P&L columns do not say so (a reset set them NULL / 0) -> reset."""
+    ident(database)
+    table = f"'{database}.step_d_payouts'"
+    ok = f"joinGet({table}, 'ok', c.condition_id)"
+    return f"""
+INSERT INTO $db.step_d_pairs_now (wallet_address, condition_id, n_trades, h, reason)
+SELECT c.wallet_address, c.condition_id, c.n, c.h,
+       multiIf(s.h IS NULL OR s.n_trades != c.n OR s.h != c.h, 'new_trades',
+               s.resolved = 0 AND {ok} = 1, 'newly_resolved',
+               s.resolved = 1 AND ({ok} = 0 OR s.p_yes != joinGet({table}, 'p_yes', c.condition_id)
+                                   OR s.p_no != joinGet({table}, 'p_no', c.condition_id)), 'corrected',
+               ({ok} = 1 AND c.unpriced > 0) OR ({ok} = 0 AND c.priced > 0), 'reset',
+               '') AS reason
+FROM (
+    SELECT wallet_address, condition_id, toUInt32(count()) AS n, sumWithOverflow({_TRADE_HASH}) AS h,
+           countIf(realized_pnl_usd IS NULL OR is_resolved = 0) AS unpriced,
+           countIf(realized_pnl_usd IS NOT NULL OR is_resolved != 0) AS priced
+    FROM $db.trades_raw
+    GROUP BY wallet_address, condition_id
+) AS c
+LEFT JOIN (
+    SELECT wallet_address, condition_id, n_trades, h, resolved, p_yes, p_no FROM $db.stepd_pair_state FINAL
+) AS s ON s.wallet_address = c.wallet_address AND s.condition_id = c.condition_id
+ORDER BY c.wallet_address, c.condition_id
+SETTINGS join_use_nulls = 1
+"""
+
+
+WORKLIST_FROM_AFFECTED = """
+INSERT INTO $db.step_d_worklist (wallet_address, condition_id, n_trades, h)
+SELECT wallet_address, condition_id, n_trades, h FROM $db.step_d_pairs_now
+WHERE reason != ''
+ORDER BY wallet_address, condition_id
+"""
+# The same (count, hash) as FINGERPRINT_TRADES, from the classification's scan.
+PAIRS_NOW_FINGERPRINT = "SELECT sum(n_trades) AS n, sumWithOverflow(h) AS h FROM $db.step_d_pairs_now"
+PAIRS_NOW_REASONS = "SELECT reason, count() FROM $db.step_d_pairs_now GROUP BY reason"
+
+
+def incremental_batch_update_sql(database: str, strategy: str, has_cursor: bool) -> str:
+    """Like `batch_update_sql`, but only the work list's pairs inside the key range: between two
+    affected pairs lie unaffected ones, whose P&L stays as it is."""
+    where = batch_range_where(has_cursor)
+    only = f"(wallet_address, condition_id) IN (SELECT wallet_address, condition_id FROM $db.step_d_worklist WHERE {where})"
+    verb = "UPDATE $db.trades_raw SET" if strategy == "lightweight" else "ALTER TABLE $db.trades_raw UPDATE"
+    return f"{verb} {pnl_assignments(database)} WHERE {where} AND {only}"
+
+# =================================================================================================
+# Incremental Step E: rebuild only the wallets Step D touched (the rest is copied), then swap
+# =================================================================================================
+ALL_WALLETS = "*"
+DIRTY_MARK_ALL = "INSERT INTO $db.step_e_dirty_wallets (wallet_address) VALUES ('*')"
+DIRTY_MARK_AFFECTED = "INSERT INTO $db.step_e_dirty_wallets (wallet_address) SELECT DISTINCT wallet_address FROM $db.step_d_worklist"
+# Pairs that had P&L computed but whose trades are gone: their outcome rows must go too.
+DIRTY_MARK_VANISHED = """
+INSERT INTO $db.step_e_dirty_wallets (wallet_address)
+SELECT DISTINCT wallet_address FROM $db.stepd_pair_state FINAL
+WHERE (wallet_address, condition_id) NOT IN (SELECT wallet_address, condition_id FROM $db.step_d_pairs_now)
+"""
+DIRTY_SUMMARY = "SELECT countIf(wallet_address = '*'), uniqExactIf(wallet_address, wallet_address != '*') FROM $db.step_e_dirty_wallets"
+DIRTY_CLEAR = "TRUNCATE TABLE $db.step_e_dirty_wallets"
+
+# What Step E reads besides trades' P&L and exposure and the resolutions: the (market, category)
+# combinations on trades (Step B) and markets_dim's categories. A change there rebuilds every wallet.
+STEP_E_FINGERPRINT = """
+SELECT concat(
+    toString((SELECT sumWithOverflow(cityHash64(market_id, canonical_category))
+              FROM (SELECT DISTINCT market_id, canonical_category FROM $db.trades_raw))), ':',
+    toString((SELECT sumWithOverflow(cityHash64(market_id, canonical_category)) FROM $db.markets_dim FINAL)))
+"""
+_RESOLUTION_HASHES = f"""
+SELECT condition_id, cityHash64(toString(payouts), toString(resolved_outcome), resolved_at) AS h FROM ({VALID_RESOLUTIONS})
+"""
+# Conditions whose valid resolution differs from the last build's (new, changed or gone): their
+# traders' wallets are dirty. Written before the build; cleared with the rest after it.
+DIRTY_MARK_RESOLUTIONS = f"""
+INSERT INTO $db.step_e_dirty_wallets (wallet_address)
+SELECT DISTINCT wallet_address FROM $db.trades_raw
+WHERE condition_id IN (
+    SELECT condition_id FROM (
+        SELECT condition_id, h FROM ({_RESOLUTION_HASHES})
+        UNION ALL SELECT condition_id, h FROM $db.step_e_resolutions
+    ) GROUP BY condition_id HAVING count() != 2 OR min(h) != max(h)
+)
+"""
+STEP_E_RESOLUTIONS_CLEAR = "TRUNCATE TABLE $db.step_e_resolutions"
+STEP_E_RESOLUTIONS_WRITE = f"INSERT INTO $db.step_e_resolutions (condition_id, h) {_RESOLUTION_HASHES}"
+STEP_E_META_READ = "SELECT fingerprint FROM $db.step_e_meta ORDER BY created_at DESC LIMIT 1"
+STEP_E_META_CLEAR = "TRUNCATE TABLE $db.step_e_meta"
+STEP_E_META_WRITE = "INSERT INTO $db.step_e_meta (fingerprint) VALUES ({fp:String})"
+OUTCOMES_COUNT = "SELECT count() FROM $db.wallet_resolution_outcomes"
+
+_DIRTY = "(SELECT wallet_address FROM $db.step_e_dirty_wallets)"
+OUTCOMES_COPY_CLEAN = f"""
+INSERT INTO $db.wallet_resolution_outcomes_build
+SELECT * FROM $db.wallet_resolution_outcomes WHERE wallet_address NOT IN {_DIRTY}
+"""
+
+
+def outcomes_fill_dirty_sql() -> str:
+    """OUTCOMES_FILL over the dirty wallets' trades only (the same statement, its trades filtered)."""
+    source = "FROM $db.trades_raw AS t"
+    if OUTCOMES_FILL.count(source) != 1:  # the rewrite below relies on the positions' one trades scan
+        raise RuntimeError("OUTCOMES_FILL no longer reads trades_raw exactly once; update outcomes_fill_dirty_sql")
+    return OUTCOMES_FILL.replace(source, f"FROM (SELECT * FROM $db.trades_raw WHERE wallet_address IN {_DIRTY}) AS t")

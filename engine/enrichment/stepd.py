@@ -9,6 +9,11 @@
 * After every batch: the checkpoint (cursor + runbook fields) to the local file, atomically, then to
   Postgres (failures shown and retried, never blocking) — engine.enrichment.checkpoint_writer. Stop
   and pause only happen between batches.
+* Incremental by default: each batch also records what its pairs' P&L was computed from (trade
+  count and hash, payouts) in `stepd_pair_state` — after the P&L write has landed (lightweight: right
+  after it; classic: after the next mutation wait). A fresh run after a complete one freezes only the
+  affected pairs (new or changed trades, newly resolved, corrected resolution, P&L reset) and writes
+  only those; `--full` (or no complete previous run, or no bookkeeping yet) recomputes every pair.
 * Every `mutation_wait_every` batches (live setting) we wait for our tables' pending mutations,
   bounded by a timeout and failing with the mutation's own failure text.
 
@@ -33,7 +38,7 @@ import hashlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
@@ -83,6 +88,7 @@ def freeze_worklist(ch: ClickHouse, fingerprint: str | None = None) -> tuple[int
     ch.command(sql.META_CLEAR)
     ch.command(sql.WORKLIST_CLEAR)
     ch.command(sql.WORKLIST_BUILD)
+    ch.command(sql.DIRTY_MARK_ALL)  # every pair is rewritten: the next Step E rebuilds every wallet
     total = int(ch.scalar(sql.WORKLIST_COUNT))
     if fingerprint is None:
         fingerprint = _fingerprint(ch, ch.query(sql.WORKLIST_FINGERPRINT).rows[0])
@@ -103,6 +109,52 @@ def freeze_payouts(ch: ClickHouse) -> int:
     ch.command(sql.PAYOUTS_CREATE)
     ch.command(sql.PAYOUTS_FILL)
     return int(ch.scalar("SELECT count() FROM $db.step_d_payouts"))
+
+
+def freeze_affected(ch: ClickHouse) -> tuple[int, str, dict[str, int], int]:
+    """Freeze an incremental run's work list: only the pairs whose trades, payouts or P&L columns
+    differ from their bookkeeping (stepd_pair_state). Needs this run's payouts frozen first.
+    Returns (affected pairs, input fingerprint, affected pairs by reason, all pairs); the
+    fingerprint equals `input_fingerprint`, taken from the same scan."""
+    ch.command(sql.META_CLEAR)
+    ch.command(sql.WORKLIST_CLEAR)
+    ch.command(sql.PAIRS_NOW_CLEAR)
+    ch.command(sql.pairs_now_build_sql(ch.database))
+    ch.command(sql.WORKLIST_FROM_AFFECTED)
+    # Step E rebuilds these wallets (marked before any P&L is written, so never too few).
+    ch.command(sql.DIRTY_MARK_AFFECTED)
+    ch.command(sql.DIRTY_MARK_VANISHED)
+    total = int(ch.scalar(sql.WORKLIST_COUNT))
+    fingerprint = _fingerprint(ch, ch.query(sql.PAIRS_NOW_FINGERPRINT).rows[0])
+    counts = {str(r[0]): int(r[1]) for r in ch.query(sql.PAIRS_NOW_REASONS).rows}
+    ch.command(sql.PAIRS_NOW_CLEAR)  # as large as the work list of a full run; not needed any more
+    ch.command(sql.META_WRITE, {"fp": fingerprint, "total": total})
+    reasons = {r: counts.get(r, 0) for r in sql.AFFECTED_REASONS}
+    return total, fingerprint, reasons, sum(counts.values())
+
+
+def bookkeeping_pairs(ch: ClickHouse) -> int:
+    return int(ch.scalar(sql.PAIR_STATE_COUNT))
+
+
+def _range_params(rng: KeyRange) -> dict[str, Any]:
+    params: dict[str, Any] = {"lw": rng.last[0], "lc": rng.last[1]}
+    if rng.after is not None:
+        params.update(cw=rng.after[0], cc=rng.after[1])
+    return params
+
+
+def write_affected_batch(ch: ClickHouse, strategy: str, rng: KeyRange) -> None:
+    """An incremental run's batch: the P&L of the work list's pairs inside the key range only."""
+    statement = sql.incremental_batch_update_sql(ch.database, strategy, rng.after is not None)
+    settings = {"allow_nondeterministic_mutations": 1} if strategy == "classic" else None  # joinGet, as in write_batch
+    ch.command(statement, _range_params(rng), settings)
+
+
+def write_pair_state(ch: ClickHouse, rng: KeyRange) -> None:
+    """Bookkeeping for the work list's pairs in the range; only called once their P&L has landed."""
+    params = {**_range_params(rng), "version": time.time_ns()}
+    ch.command(sql.pair_state_write_sql(ch.database, rng.after is not None), params)
 
 
 def pair_at(ch: ClickHouse, offset: int) -> tuple[str, str]:
@@ -207,6 +259,9 @@ class StepDResult:
     # Applying the run's patch parts after the last batch (lightweight strategy); not part of
     # `seconds`, which is the batch work the checkpoint describes. None when not applied.
     patches_applied_s: float | None = None
+    # full | incremental; for an incremental run, the affected pairs by reason (AFFECTED_REASONS).
+    mode: str = "full"
+    affected: dict[str, int] | None = None
 
 
 APPLYING_PATCHES = "applying this run's patch parts to trades_raw, so Step E and the gates read plain columns"
@@ -294,6 +349,11 @@ class StepD:
         self.total = 0
         self.fingerprint = ""
         self.strategy = ""
+        self.mode: Literal["full", "incremental"] = "full"
+        self.affected: dict[str, int] | None = None
+        # Classic writes are mutations that land asynchronously: their pairs' bookkeeping waits for
+        # the next mutation wait (the batches written since the last one: one contiguous key range).
+        self.state_pending: KeyRange | None = None
         # The position: what is done.
         self.cursor: tuple[str, str] | None = None
         self.pairs_done = 0
@@ -303,27 +363,30 @@ class StepD:
         self.batches_run = 0
         self.rows_written = 0
 
-    async def run(self, *, resume: bool, write_strategy: str) -> StepDResult:
+    async def run(self, *, resume: bool, write_strategy: str, full: bool = False) -> StepDResult:
         ctx, ch = self.ctx, self.ch
         self.started = time.monotonic()
         await _t(ensure_schema, ch)
         ctx.progress("D", 0, None, unit="pairs")
         cp, where = await self._load(resume)
 
-        # Resuming must compare the checkpoint with today's inputs before anything else; a fresh run
-        # takes its fingerprint from the work-list build (the same value, one scan fewer).
-        fingerprint: str | None = None
-        if cp is not None:
-            ctx.log("fingerprinting inputs (trades, valid resolutions)", step="D")
-            fingerprint = await _t(input_fingerprint, ch, cp.fingerprint)
+        if not resume and await self._incremental_possible(full):
+            await self._prepare_incremental(write_strategy)
+        else:
+            # Resuming must compare the checkpoint with today's inputs before anything else; a fresh
+            # run takes its fingerprint from the work-list build (the same value, one scan fewer).
+            fingerprint: str | None = None
+            if cp is not None:
+                ctx.log("fingerprinting inputs (trades, valid resolutions)", step="D")
+                fingerprint = await _t(input_fingerprint, ch, cp.fingerprint)
 
-        if cp is not None and cp.status == "done" and cp.fingerprint == fingerprint:
-            result = await self._already_done(cp, where)
-            if result is not None:
-                return result
-            cp = None
+            if cp is not None and cp.status == "done" and cp.fingerprint == fingerprint:
+                result = await self._already_done(cp, where)
+                if result is not None:
+                    return result
+                cp = None
 
-        await self._prepare(cp, where, fingerprint, write_strategy)
+            await self._prepare(cp, where, fingerprint, write_strategy)
         self._report()
         stopped = await self.writer.run(self._batches)
         if stopped is not None:
@@ -355,6 +418,43 @@ class StepD:
             ctx.log("--resume: no checkpoint found; starting Step D from the beginning", level="WARNING", step="D")
         return cp, where
 
+    async def _incremental_possible(self, full: bool) -> bool:
+        """A fresh run is incremental when a previous run completed and left per-pair bookkeeping.
+
+        Only a *complete* run's bookkeeping is trusted: a stopped or crashed run may have classic
+        mutations still in flight, and a reset --hard removes the checkpoint (so the next run is
+        full). --full skips all of this."""
+        ctx = self.ctx
+        if full:
+            ctx.log("--full: recomputing every (wallet, condition) pair", step="D")
+            return False
+        previous: StepDCheckpoint | None = None
+        try:
+            previous = await _t(load_local, ctx.settings.runtime)
+        except BadInput:
+            pass
+        if previous is None and self.writer.remote is not None and not state_path(ctx.settings.runtime).exists():
+            previous = await self.writer.remote.load()
+        if previous is None or previous.status != "done":
+            return False
+        if not await _t(bookkeeping_pairs, self.ch):
+            ctx.log("the previous complete run kept no per-pair bookkeeping (an older build): computing every pair "
+                    "once; later runs recompute only what changed", step="D")
+            return False
+        return True
+
+    async def _prepare_incremental(self, write_strategy: str) -> None:
+        """Freeze the payouts, then the work list of affected pairs only, and pick the write strategy."""
+        ctx, ch = self.ctx, self.ch
+        ctx.log("incremental run: comparing every pair with what its P&L was computed from", step="D")
+        conditions = await _t(freeze_payouts, ch)
+        self.total, self.fingerprint, self.affected, pairs = await _t(freeze_affected, ch)
+        self.mode = "incremental"
+        self.strategy = await _t(resolve_strategy, ch, write_strategy)
+        why = ", ".join(f"{n:,} {reason.replace('_', ' ')}" for reason, n in self.affected.items())
+        ctx.log(f"{self.total:,} of {pairs:,} pairs affected ({why}); {conditions:,} resolved conditions, "
+                f"write strategy {self.strategy} — `--full` recomputes every pair", step="D")
+
     async def _already_done(self, cp: StepDCheckpoint, where: str) -> StepDResult | None:
         """The result when a done checkpoint matches today's inputs and data; None: recompute."""
         ctx = self.ctx
@@ -368,14 +468,18 @@ class StepD:
         if where != REMOTE_WHERE:
             await self.writer.catch_up_mirror(cp)
         ctx.progress("D", total, total, unit="pairs")
-        return StepDResult("already-done", total, total, 0, 0, time.monotonic() - self.started, cp.write_strategy or "")
+        return StepDResult("already-done", total, total, 0, 0, time.monotonic() - self.started, cp.write_strategy or "",
+                           mode=cp.mode)
 
     async def _prepare(self, cp: StepDCheckpoint | None, where: str, fingerprint: str | None, write_strategy: str) -> None:
         """Freeze the work list and payouts, pick the write strategy, and place the cursor."""
         ctx, ch = self.ctx, self.ch
         frozen = await _t(frozen_worklist, ch)
+        reused = False
         if cp is not None and frozen is not None and frozen[0] == fingerprint:
+            reused = True
             self.total = frozen[1]
+            self.mode = cp.mode  # an incremental run's frozen work list is its affected pairs
         else:
             ctx.log("freezing the work list of (wallet, condition) pairs" + ("" if fingerprint else ", fingerprinting inputs"), step="D")
             self.total, fingerprint = await _t(freeze_worklist, ch, fingerprint)
@@ -387,7 +491,13 @@ class StepD:
             self.cursor, self.pairs_done = await _start_position(ctx, ch, cp, fingerprint, self.total, where)
             self.batch_idx = cp.batch_idx
             self.last_mutations = cp.last_mutations
-            ctx.log(f"resuming after pair {self.pairs_done:,} of {self.total:,} (batch_idx {self.batch_idx})", step="D")
+            ctx.log(f"resuming after pair {self.pairs_done:,} of {self.total:,} (batch_idx {self.batch_idx})"
+                    + (" of an incremental run" if self.mode == "incremental" else ""), step="D")
+            if self.strategy == "classic" and reused and cp.fingerprint is not None and self.cursor is not None:
+                # The stopped run's last classic batches may have no bookkeeping yet: once their
+                # mutations have landed, record every pair the checkpoint says is done.
+                await wait_mutations(ctx, ch, self.mutation_timeout_s)
+                await _t(write_pair_state, ch, KeyRange(None, self.cursor))
         ctx.log(f"{self.total:,} pairs, {conditions:,} resolved conditions, write strategy {self.strategy}", step="D")
 
     def _checkpoint(self, status: str = "running") -> StepDCheckpoint:
@@ -397,7 +507,7 @@ class StepD:
             last_mutations=self.last_mutations, updated_at=now_iso(),
             cursor=Cursor(wallet_address=cursor[0], condition_id=cursor[1]) if cursor else None,
             fingerprint=self.fingerprint, pairs_total=self.total, batch_size=self.ctx.control.live.batch_size,
-            write_strategy=self.strategy, status=status,
+            write_strategy=self.strategy, status=status, mode=self.mode,
         )
 
     def _report(self) -> None:
@@ -412,7 +522,25 @@ class StepD:
 
     def _result(self, status: str, seconds: float, applied: float | None = None) -> StepDResult:
         return StepDResult(status, self.pairs_done, self.total, self.batches_run, self.rows_written, seconds,
-                           self.strategy, applied)
+                           self.strategy, applied, self.mode, self.affected)
+
+    def _write(self, rng: KeyRange) -> None:
+        """One batch: its P&L, then (once that has landed) its pairs' bookkeeping. Blocking."""
+        if self.mode == "incremental":
+            write_affected_batch(self.ch, self.strategy, rng)
+        else:
+            write_batch(self.ch, self.strategy, rng)
+        if self.strategy == "classic":
+            pending = self.state_pending
+            self.state_pending = KeyRange(pending.after if pending else rng.after, rng.last)
+        else:  # lightweight UPDATE is synchronous: the rows are written when the statement returns
+            write_pair_state(self.ch, rng)
+
+    async def _flush_pair_state(self) -> None:
+        """After a mutation wait: the classic batches' mutations have landed; record their pairs."""
+        pending, self.state_pending = self.state_pending, None
+        if pending is not None:
+            await _t(write_pair_state, self.ch, pending)
 
     async def _batches(self) -> StepDResult | None:
         """The batch loop; returns a result when stopped, None when the work list is exhausted.
@@ -434,7 +562,7 @@ class StepD:
                 return None
             crash_point("before_batch_write")
             try:
-                await anyio.to_thread.run_sync(write_batch, ch, self.strategy, batch.range)
+                await anyio.to_thread.run_sync(self._write, batch.range)
             except Exception as exc:
                 await writer.settle()  # the failure is reported with the newest checkpoint on disk
                 reason = f"{type(exc).__name__}: {exc}"
@@ -452,6 +580,7 @@ class StepD:
             self.rows_written += batch.rows
             if self.batches_run % ctx.control.live.mutation_wait_every == 0:
                 self.last_mutations = await wait_mutations(ctx, ch, self.mutation_timeout_s)
+                await self._flush_pair_state()
             await writer.save_next(self._checkpoint)
             self._report()
 
@@ -459,11 +588,12 @@ class StepD:
         ctx = self.ctx
         # Complete only when every mutation has landed (classic mutations run asynchronously on a server).
         self.last_mutations = await wait_mutations(ctx, self.ch, self.mutation_timeout_s)
+        await self._flush_pair_state()
         await self.writer.save(self._checkpoint("done"), final=True)
         self._report()
         elapsed = time.monotonic() - self.started
-        ctx.log(f"Step D done: {self.pairs_done:,} pairs, {self.rows_written:,} rows in {self.batches_run} batches, "
-                f"{elapsed:.1f}s", step="D")
+        ctx.log(f"Step D done{' (incremental)' if self.mode == 'incremental' else ''}: {self.pairs_done:,} pairs, "
+                f"{self.rows_written:,} rows in {self.batches_run} batches, {elapsed:.1f}s", step="D")
         applied = None
         if self.strategy == "lightweight" and self.batches_run and ctx.settings.apply_patches:
             applied = await apply_patches(ctx, self.ch, self.mutation_timeout_s)
@@ -478,6 +608,9 @@ async def run_step_d(
     write_strategy: str,
     remote: RemoteCheckpoints | None,
     mutation_timeout_s: float,
+    full: bool = False,
 ) -> StepDResult:
+    """`full`: recompute every pair even when a complete previous run's bookkeeping would allow an
+    incremental run (the default for a run without --resume)."""
     step = StepD(ctx, ch, remote=remote, mutation_timeout_s=mutation_timeout_s)
-    return await step.run(resume=resume, write_strategy=write_strategy)
+    return await step.run(resume=resume, write_strategy=write_strategy, full=full)

@@ -33,6 +33,8 @@ class StepEResult:
     positions: int
     wallets: int
     seconds: float
+    mode: str = "full"  # full | incremental
+    wallets_rebuilt: int | None = None  # incremental: the wallets recomputed (the rest was copied)
 
 
 def _pending(ch: ClickHouse) -> list[MutationInfo]:
@@ -69,6 +71,59 @@ def build_and_swap(ch: ClickHouse) -> tuple[int, int]:
     return positions, wallets
 
 
+@dataclass(frozen=True)
+class StepEPlan:
+    incremental: bool
+    fingerprint: str
+    dirty_wallets: int
+    why: str  # why a full build (empty for an incremental one)
+
+
+def plan_step_e(ch: ClickHouse, force: bool) -> StepEPlan:
+    """Incremental when the last build's categories are unchanged: only the wallets Step D touched
+    since then, and the traders of conditions whose resolution changed; otherwise every wallet."""
+    fingerprint = str(ch.scalar(sql.STEP_E_FINGERPRINT))
+    last = ch.query(sql.STEP_E_META_READ).rows
+    if last:  # resolutions are compared per condition (the table is only trusted once a build recorded it)
+        ch.command(sql.DIRTY_MARK_RESOLUTIONS)
+    everyone, dirty = (int(v) for v in ch.query(sql.DIRTY_SUMMARY).rows[0])
+    why = ""
+    if force:
+        why = "--force"
+    elif not last:
+        why = "no previous build recorded"
+    elif str(last[0][0]) != fingerprint:
+        why = "categories changed since the last build"
+    elif everyone:
+        why = "Step D recomputed every pair"
+    elif not int(ch.scalar(sql.OUTCOMES_COUNT)):
+        why = "wallet_resolution_outcomes is empty"
+    return StepEPlan(not why, fingerprint, dirty, why)
+
+
+def build_incremental_and_swap(ch: ClickHouse) -> tuple[int, int]:
+    """The new contents, built aside as well: the clean wallets' rows copied, the dirty wallets'
+    rows recomputed from their trades; then the same atomic swap as a full build."""
+    ch.command(sql.OUTCOMES_DROP_BUILD)
+    ch.command(sql.OUTCOMES_CREATE_BUILD)
+    ch.command(sql.OUTCOMES_COPY_CLEAN)
+    ch.command(sql.outcomes_fill_dirty_sql())
+    positions, wallets = (int(v) for v in ch.query(sql.OUTCOMES_COUNT_BUILD).rows[0])
+    ch.command(sql.OUTCOMES_EXCHANGE)
+    ch.command(sql.OUTCOMES_DROP_BUILD)
+    return positions, wallets
+
+
+def record_build(ch: ClickHouse, fingerprint: str) -> None:
+    """After the swap: what this build read, then the dirty wallets are clean. A crash in between
+    only makes the next build redo work (a full one, or the same wallets again)."""
+    ch.command(sql.STEP_E_META_CLEAR)
+    ch.command(sql.STEP_E_RESOLUTIONS_CLEAR)
+    ch.command(sql.STEP_E_RESOLUTIONS_WRITE)
+    ch.command(sql.STEP_E_META_WRITE, {"fp": fingerprint})
+    ch.command(sql.DIRTY_CLEAR)
+
+
 async def run_step_e(ctx: JobContext, ch: ClickHouse, *, force: bool) -> StepEResult:
     started = time.monotonic()
     await anyio.to_thread.run_sync(ensure_schema, ch)
@@ -84,9 +139,17 @@ async def run_step_e(ctx: JobContext, ch: ClickHouse, *, force: bool) -> StepERe
             )
         ctx.log(f"--force: building Step E anyway although {text}", level="WARNING", step="E")
     ctx.progress("E", 1, 3, unit="phases")
-    ctx.log("building wallet_resolution_outcomes aside, then swapping it in", step="E")
-    positions, wallets = await anyio.to_thread.run_sync(build_and_swap, ch)
+    plan = await anyio.to_thread.run_sync(plan_step_e, ch, force)
+    if plan.incremental:
+        ctx.log(f"incremental: rebuilding {plan.dirty_wallets:,} wallet(s) touched by Step D, copying the rest; "
+                "building aside, then swapping it in", step="E")
+        positions, wallets = await anyio.to_thread.run_sync(build_incremental_and_swap, ch)
+    else:
+        ctx.log(f"building wallet_resolution_outcomes aside, then swapping it in (every wallet: {plan.why})", step="E")
+        positions, wallets = await anyio.to_thread.run_sync(build_and_swap, ch)
+    await anyio.to_thread.run_sync(record_build, ch, plan.fingerprint)
     ctx.progress("E", 3, 3, unit="phases")
     elapsed = time.monotonic() - started
     ctx.log(f"Step E done: {positions:,} resolved positions for {wallets:,} wallets, swapped in ({elapsed:.1f}s)", step="E")
-    return StepEResult(positions, wallets, elapsed)
+    return StepEResult(positions, wallets, elapsed, "incremental" if plan.incremental else "full",
+                       plan.dirty_wallets if plan.incremental else None)

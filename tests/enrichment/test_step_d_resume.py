@@ -94,7 +94,8 @@ def test_checkpoint_from_an_older_build_keeps_its_fingerprint_version(settings, 
     generate_demo(ch, "small", seed=3)
     reference = _uninterrupted(settings, ch)
     _reset_pnl(ch)
-    outcome, _ = run_enrichment(EnrichmentJob(["D"], batch_size=20, remote_checkpoints=False, run_gates=False),
+    # An older build's run is always a full one (incremental runs did not exist yet).
+    outcome, _ = run_enrichment(EnrichmentJob(["D"], full=True, batch_size=20, remote_checkpoints=False, run_gates=False),
                                 settings, ch, on_event=_stop_after(2))
     assert outcome.state is JobState.STOPPED
     state = json.loads(state_path(settings.runtime).read_text())
