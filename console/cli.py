@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "console.commands.serve",
     "console.commands.status",
     "console.commands.jobctl",
+    "console.commands.attach",
 ]
 
 
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # What was asked for, so a job command on a terminal can start itself detached, headless.
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
         if args.command is None:
             from console.commands.ui import open_console

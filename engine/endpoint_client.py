@@ -276,3 +276,12 @@ async def running_jobs(runtime: Path, *, timeout: float = 5.0) -> list[RunningJo
         for path in socket_files(runtime):
             tg.start_soon(probe, path)
     return sorted(found, key=lambda r: r.hello.job)
+
+
+async def job_answers(runtime: Path, job: str, *, timeout: float = 2.0) -> bool:
+    """True when `job` is running and answers on its socket."""
+    try:
+        async with connect(runtime, job, timeout=timeout):
+            return True
+    except OpsError:
+        return False

@@ -19,6 +19,7 @@ from engine.events import (
     Event,
     Failure,
     GatesReported,
+    JobStarted,
     JobState,
     LogLine,
     MutationStatus,
@@ -44,6 +45,7 @@ class JobSnapshot:
         self._live = live
         self.state = JobState.STARTING
         self.reason = ""
+        self.panels: tuple[str, ...] = ()
         self.step = ""
         self.progress: dict[str, Progress] = {}
         self.checkpoints: dict[str, CheckpointSaved] = {}
@@ -57,7 +59,9 @@ class JobSnapshot:
         self.live_values: dict[str, Any] = {}
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, StateChanged):
+        if isinstance(event, JobStarted):
+            self.panels = tuple(event.panels)
+        elif isinstance(event, StateChanged):
             self.state, self.reason = event.state, event.reason
         elif isinstance(event, Progress):
             self.progress[event.step] = event
@@ -99,6 +103,7 @@ class JobSnapshot:
             "started_at": self.started_at,
             "state": self.state.value,
             "reason": redacted(self.reason),
+            "panels": list(self.panels),
             "step": self.step,
             "progress": {step: event_record(e) for step, e in self.progress.items()},
             "checkpoints": {where: event_record(e) for where, e in self.checkpoints.items()},
@@ -122,6 +127,7 @@ class Snapshot:
     started_at: float
     state: JobState
     reason: str = ""
+    panels: tuple[str, ...] = ()
     step: str = ""
     progress: dict[str, Progress] = field(default_factory=dict)
     checkpoints: dict[str, CheckpointSaved] = field(default_factory=dict)
@@ -153,6 +159,7 @@ class Snapshot:
             job=str(data.get("job", "")), pid=int(data.get("pid") or 0), started_at=float(data.get("started_at") or 0),
             state=JobState(data.get("state", JobState.STARTING.value)), reason=str(data.get("reason") or ""),
             step=str(data.get("step") or ""),
+            panels=tuple(str(p) for p in (data.get("panels") or ()) if isinstance(p, str)),
             progress=by_key(data.get("progress"), Progress), checkpoints=by_key(data.get("checkpoints"), CheckpointSaved),
             live=dict(data.get("live") or {}),
             gates=typed(data.get("gates"), GatesReported), mutations=typed(data.get("mutations"), MutationStatus),

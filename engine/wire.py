@@ -137,6 +137,11 @@ def _build(cls: type, record: dict[str, Any]) -> Any:
         raise WireError(f"bad {cls.__name__}: {exc}") from None
 
 
+def dataclass_from_record(cls: type, record: dict[str, Any]) -> Any:
+    """A non-event dataclass (GateResult, MutationInfo) from its JSON record."""
+    return _build(cls, record)
+
+
 def event_from_record(record: dict[str, Any]) -> Event | None:
     """The typed event of a record; None for an event type this version does not know."""
     cls = _event_classes().get(str(record.get("type")))

@@ -43,6 +43,12 @@ def wants_ui(args: argparse.Namespace) -> bool:
 def run_job_command(job: Job, settings: Settings, args: argparse.Namespace, resources: dict[str, Any] | None = None) -> int:
     """Run a job in the TUI (default on a terminal) or headless (`--no-ui`, or no terminal)."""
     if wants_ui(args):
+        if resources is None and getattr(args, "argv", None) is not None:
+            # The job gets its own process and the console attaches to it: closing the terminal,
+            # or quitting and choosing "detach", leaves the job running.
+            from console.tui.launch import start_and_attach
+
+            return start_and_attach(job.name, args.argv, settings)
         from console.tui.launch import run_job_in_tui
 
         return run_job_in_tui(job, settings, resources=resources)

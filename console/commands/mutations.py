@@ -12,7 +12,9 @@ import anyio
 
 from console.commands import settings_from
 from engine.enrichment.mutations import kill_mutation, mutation_limits, pending_mutations, wait_for_mutations
-from engine.errors import ExitCode, OpsError
+from console.commands.owner import ask_owner, typed
+from engine.errors import ExitCode, LockHeld, OpsError
+from engine.events import MutationInfo
 from engine.redact import redact
 from engine.stores.clickhouse import open_clickhouse
 
@@ -64,7 +66,16 @@ def _wait(ch: object, args: argparse.Namespace, default_timeout: float) -> int:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    ch = open_clickhouse(settings)
+    try:
+        ch = open_clickhouse(settings)
+    except LockHeld as refused:
+        if args.kill or args.wait:
+            raise  # steering a mutation stays with the process that owns the store
+        # A job holds the embedded store: it lists them for us (no per-table limits there).
+        job, data = ask_owner(settings, "mutations", refused)
+        pending = [m for m in typed(MutationInfo, data) if not args.table or m.table in args.table]
+        print(f"(read by the running job {job})", file=sys.stderr)
+        return _report(settings, args, pending, [])
     try:
         if args.kill:
             match = [m for m in pending_mutations(ch) if m.mutation_id == args.kill.strip()]
@@ -85,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
         limits = mutation_limits(ch, args.table)
     finally:
         ch.close()
+    return _report(settings, args, pending, limits)
+
+
+def _report(settings: Any, args: argparse.Namespace, pending: list[Any], limits: list[Any]) -> int:
     if args.json:
         doc = {"database": settings.clickhouse_database, "pending": len(pending),
                "mutations": [asdict(m) for m in pending], "limits": [

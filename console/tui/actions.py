@@ -47,7 +47,10 @@ JOB_ACTIONS: tuple[Action, ...] = (
     Action("filter", "slash", "filter_logs", "Filter", "Filter the log by text and minimum level"),
     Action("theme", "t", "toggle_theme", "Theme", "Switch between the dark and the light theme", footer=False),
     Action("help", "question_mark,f1", "help", "Help", "Show every key and what it does"),
-    Action("quit", "q,ctrl+q", "quit_console", "Quit", "Quit; a running job is asked to stop gracefully first"),
+    Action("detach", "d", "detach", "Detach", "Leave the job running and close the console (`opsconsole attach` "
+           "comes back)"),
+    Action("quit", "q,ctrl+q", "quit_console", "Quit", "Quit: for a job in its own process, detach or stop it "
+           "(asks); a job run inside the console is asked to stop gracefully first"),
 )
 
 LAUNCHER_ACTIONS: tuple[Action, ...] = (

@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
@@ -17,6 +18,7 @@ from textual.theme import Theme
 
 from console.tui.job_screen import JobScreen
 from console.tui.session import JobSession
+from engine.redact import redact
 from engine.runner import Job, JobOutcome, exit_code_for
 from engine.settings import Settings
 
@@ -42,8 +44,11 @@ class OpsConsoleApp(App[int]):
     def __init__(self, settings: Settings | None = None, *, job: Job | None = None,
                  resources: dict[str, Any] | None = None, session: JobSession | None = None,
                  clock: Callable[[], float] = time.time, gates_interval: float | None = 30.0,
-                 theme: str = "ops-dark", launcher_info: bool = True) -> None:
+                 theme: str = "ops-dark", launcher_info: bool = True, detach_jobs: bool = False) -> None:
         super().__init__()
+        #: start the launcher's jobs as their own processes and attach to them (the CLI does;
+        #: tests that drive a job inside the app leave it off)
+        self.detach_jobs = detach_jobs
         self.settings = settings
         self.clock = clock
         self.gates_interval = gates_interval
@@ -88,6 +93,10 @@ class OpsConsoleApp(App[int]):
         if screen is None:
             self.exit(0, return_code=0)
             return
+        if screen.session.remote_runtime is not None:
+            # The job is another process: SIGTERM to this console only closes the console.
+            screen.action_detach()
+            return
         if self.sigterm_count == 1:
             screen.request_stop_and_quit("SIGTERM received")
             screen.notify("SIGTERM: stopping after the current unit (send again to abort)", severity="warning")
@@ -109,6 +118,47 @@ class OpsConsoleApp(App[int]):
     # --- sessions ----------------------------------------------------------------------------------
     def job_screen(self, session: JobSession, *, from_launcher: bool) -> JobScreen:
         return JobScreen(session, clock=self.clock, gates_interval=self.gates_interval, from_launcher=from_launcher)
+
+    def start_detached(self, argv: list[str], name: str) -> None:
+        """Start `opsconsole ARGV` as its own process, then attach (a running one is attached to)."""
+        self.notify(f"starting {name} in its own process…", timeout=5)
+        self._start_detached(argv, name)
+
+    @work(group="start", thread=True, exit_on_error=False)
+    def _start_detached(self, argv: list[str], name: str) -> None:
+        import anyio
+
+        from console.detach import spawn, wait_until_serving
+        from engine.endpoint_client import job_answers
+        from engine.errors import OpsError
+
+        assert self.settings is not None
+        try:
+            if not anyio.run(job_answers, self.settings.runtime, name):
+                wait_until_serving(spawn(argv, name, self.settings.runtime), self.settings.runtime)
+        except OpsError as exc:
+            self.call_from_thread(self.notify, redact(str(exc)), title=f"{name} did not start", severity="error",
+                                  timeout=30)
+            return
+        self.call_from_thread(self.attach_job, name)
+
+    @work(group="attach", exit_on_error=False)
+    async def attach_job(self, name: str) -> None:
+        """Open a job screen on the running job `name` (its own process)."""
+        from console.tui.remote import live_model_for
+        from engine.endpoint_client import connect
+        from engine.errors import OpsError
+
+        assert self.settings is not None
+        try:
+            async with connect(self.settings.runtime, name) as client:
+                snap = client.snapshot
+        except OpsError as exc:
+            self.notify(redact(str(exc)), title="attach", severity="error", timeout=15)
+            return
+        session = JobSession.remote(name, self.settings.runtime, live_model_for(name, snap.live), snap.state,
+                                    settings=self.settings)
+        self.push_screen(self.job_screen(session, from_launcher=True))
 
     def start_job(self, job: Job, resources: dict[str, Any] | None = None) -> JobScreen:
         assert self.settings is not None

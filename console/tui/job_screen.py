@@ -24,7 +24,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, TabbedContent, TabPane
 
 from console.tui.actions import JOB_ACTIONS, bindings
-from console.tui.modals import ConfirmScreen, EditLiveScreen, FilterScreen, HelpScreen
+from console.tui.modals import ConfirmScreen, EditLiveScreen, FilterScreen, HelpScreen, QuitChoiceScreen
 from console.tui.model import JobView
 from console.tui.session import JobSession
 from console.tui.widgets import (
@@ -146,7 +146,9 @@ class JobScreen(Screen[None]):
         self.set_interval(1.0, self.refresh_header)
         self._last_repaint = time.monotonic()
         self.pump_events()
-        if self.session.job is not None:
+        if self.session.remote_runtime is not None:
+            self.relay_remote()
+        elif self.session.job is not None:
             self.run_the_job()
         self._start_auto_gates()
 
@@ -188,6 +190,57 @@ class JobScreen(Screen[None]):
             if error is not None or outcome is not None:
                 s.bus.close()
         self.post_message(JobEnded(outcome, error))
+
+    @work(group="job", exit_on_error=False)
+    async def relay_remote(self) -> None:
+        """Attached to a job in another process: relay its socket onto this session's bus.
+        Leaving (detach, quit, a killed console) only closes the connection; the job runs on."""
+        from console.tui.remote import RemoteControl, relay
+        from engine.endpoint_client import connect
+
+        s = self.session
+        assert s.remote_runtime is not None and isinstance(s.control, RemoteControl)
+        error: OpsError | None = None
+        outcome: JobOutcome | None = None
+        try:
+            async with connect(s.remote_runtime, s.name) as client:
+                s.control.client = client
+                s.control.on_refused = lambda cmd, why: self.notify(f"{cmd}: {why}", title="refused by the job",
+                                                                    severity="error")
+                outcome = await relay(client, s.control, s.bus)
+        except OpsError as exc:
+            error = exc
+        finally:
+            s.control.client = None
+        if outcome is None and error is None:
+            error = OpsError(f"lost the connection to {s.name}; it may still be running "
+                             "(`opsconsole status`, then `opsconsole attach`)")
+        s.bus.close()
+        self.post_message(JobEnded(outcome, error))
+
+    @work(group="gates", exit_on_error=False)
+    async def fetch_gates_remote(self) -> None:
+        client = getattr(self.session.control, "client", None)
+        try:
+            if client is None:
+                raise OpsError("not connected to the job")
+            gates = await client.gates(refresh=True)
+        except Exception as exc:
+            self.post_message(GatesFetched(None, f"gates failed: {redact(str(exc))[:200]}", self.clock()))
+        else:
+            self.post_message(GatesFetched(gates, "", self.clock()))
+
+    @work(group="mutations", exit_on_error=False)
+    async def fetch_mutations_remote(self) -> None:
+        client = getattr(self.session.control, "client", None)
+        try:
+            if client is None:
+                raise OpsError("not connected to the job")
+            details = await client.mutations()
+        except Exception as exc:
+            self.post_message(MutationsFetched(None, f"mutations query failed: {redact(str(exc))[:200]}"))
+        else:
+            self.post_message(MutationsFetched(details, ""))
 
     def _clickhouse(self) -> Any:
         """The job's own handle when it shared one; otherwise the process-wide session for the
@@ -270,7 +323,11 @@ class JobScreen(Screen[None]):
     def handle_job_ended(self, message: JobEnded) -> None:
         s = self.session
         s.outcome, s.error = message.outcome, message.error
-        if message.error is not None:
+        if message.error is not None and s.remote_runtime is not None and self.view.ended_ts is None:
+            # The connection ended, not necessarily the job: keep its last known state.
+            self.note = redact(str(message.error))
+            self.notify(self.note, title="connection", severity="warning", timeout=30)
+        elif message.error is not None:
             self.view.state = JobState.FAILED
             self.view.state_reason = redact(str(message.error))
             self.view.ended_ts = self.clock()
@@ -370,6 +427,8 @@ class JobScreen(Screen[None]):
             return True if running and not c.stop_requested else None
         if action == "edit_live":
             return True if running and not c.stop_requested else None
+        if action == "detach":
+            return True if self.session.remote_runtime is not None else None
         return True
 
     @property
@@ -413,20 +472,29 @@ class JobScreen(Screen[None]):
         self.app.push_screen(EditLiveScreen(self.session.control), done)
 
     def action_refresh_gates(self) -> None:
-        if not self.view.shows("gates") or self.session.settings is None:
+        remote = self.session.remote_runtime is not None
+        if not self.view.shows("gates") or (self.session.settings is None and not remote):
             self.notify("gates apply to the enrichment job", severity="warning")
             return
         if self.gates_busy:
             return
         self.gates_busy = True
         self.query_one("#gates", GatesPanel).show(self.view, refreshing=True)
-        self.fetch_gates()
+        # A job in another process holds the store (embedded chDB admits one process): ask it.
+        if remote:
+            self.fetch_gates_remote()
+        else:
+            self.fetch_gates()
 
     def action_show_mutations(self) -> None:
         self.query_one("#tabs", TabbedContent).active = "mutations-tab"
-        if self.view.shows("mutations") and self.session.settings is not None and not self.mutations_busy:
+        remote = self.session.remote_runtime is not None
+        if self.view.shows("mutations") and (self.session.settings is not None or remote) and not self.mutations_busy:
             self.mutations_busy = True
-            self.fetch_mutations()
+            if remote:
+                self.fetch_mutations_remote()
+            else:
+                self.fetch_mutations()
 
     def action_show_failures(self) -> None:
         self.query_one("#tabs", TabbedContent).active = "failures-tab"
@@ -453,9 +521,29 @@ class JobScreen(Screen[None]):
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(f"Job · {self.session.name}", JOB_ACTIONS))
 
+    def action_detach(self) -> None:
+        """Leave the job running and close this console's connection to it."""
+        s = self.session
+        if s.remote_runtime is None:
+            self.notify("this job runs inside this console: it cannot be left running", severity="warning")
+            return
+        if self.job_running:
+            s.detached = True
+            self.workers.cancel_group(self, "job")  # closes the connection; the job never notices
+        self.app.finish_session(s)  # type: ignore[attr-defined]
+
     def action_quit_console(self) -> None:
         if not self.job_running:
             self.app.finish_session(self.session)  # type: ignore[attr-defined]
+            return
+        if self.session.remote_runtime is not None:
+            def chosen(choice: str | None) -> None:
+                if choice == "detach":
+                    self.action_detach()
+                elif choice == "stop":
+                    self.request_stop_and_quit("stopped by the operator (quit)")
+
+            self.app.push_screen(QuitChoiceScreen(self.session.name), chosen)
             return
 
         def answered(yes: bool | None) -> None:
@@ -470,7 +558,7 @@ class JobScreen(Screen[None]):
     def request_stop_and_quit(self, reason: str) -> None:
         s = self.session
         s.quit_when_done = True
-        if s.job is None or s.ended:
+        if (s.job is None and s.remote_runtime is None) or s.ended:
             self.app.finish_session(s)  # type: ignore[attr-defined]
             return
         s.control.stop(reason)

@@ -101,6 +101,27 @@ ENTRIES: tuple[Entry, ...] = (
 )
 
 
+def _pipeline_argv(offline: bool) -> Callable[[Settings], list[str]]:
+    def argv(settings: Settings) -> list[str]:
+        from engine.pipeline import SAMPLE_MARKETS
+
+        out = ["pipeline", "--dry-run", "--limit", "5", "--summary-path", str(settings.runtime / "pipeline-summary.json")]
+        return out + (["--source", str(SAMPLE_MARKETS)] if offline else [])
+
+    return argv
+
+
+#: each job entry as a command line (`opsconsole ARGV`), for starting it as its own process
+ARGV: dict[str, Callable[[Settings], list[str]]] = {
+    "demo": lambda s: ["demo", "--scale", "small", "--seed", "7"],
+    "step-d": lambda s: ["enrich", "--step", "D", "--resume"],
+    "step-e": lambda s: ["enrich", "--step", "E"],
+    "pipeline": _pipeline_argv(offline=False),
+    "pipeline-sample": _pipeline_argv(offline=True),
+    "selftest": lambda s: ["selftest", "--units", "200", "--unit-seconds", "0.05"],
+}
+
+
 def summary_text(data: dict[str, Any]) -> str:
     """The pipeline's own summary format when available (same lines as the CLI prints)."""
     try:
@@ -158,6 +179,26 @@ class LauncherGates(Message):
         self.ts = ts
 
 
+class RunningRead(Message):
+    def __init__(self, jobs: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.jobs = jobs  # (job name, one-line description)
+
+
+RUNNING_POLL_S = 2.0
+
+
+def running_line(job: Any) -> str:
+    """One line for a running job in the launcher: name, pid, state, step and progress."""
+    snap = job.snapshot
+    progress = snap.progress.get(snap.step) if snap.step else None
+    done = ""
+    if progress is not None:
+        done = f" · {progress.done:,}" + (f"/{progress.total:,}" if progress.total is not None else "")
+    step = f" · step {snap.step}" if snap.step else ""
+    return f"pid {job.hello.pid} · {snap.state.value}{step}{done}"
+
+
 class LauncherScreen(Screen[None]):
     BINDINGS = bindings(LAUNCHER_ACTIONS)  # type: ignore[assignment]  # list is invariant; Binding is one of the allowed items
     ACTIONS = LAUNCHER_ACTIONS
@@ -168,16 +209,19 @@ class LauncherScreen(Screen[None]):
         self.info = info
         self.gates_view = JobView("gates")
         self.available = {e.id: _module_available(e.needs) for e in ENTRIES}
+        self.running_names: list[str] = []
 
     def compose(self) -> ComposeResult:
         yield Static(Content.from_markup("[b]OPS CONSOLE[/] │ launcher │ pick a job and press enter"), id="header")
         with Horizontal(id="launcher-body"):
-            options = []
-            for e in ENTRIES:
-                ok = self.available[e.id]
-                label = f"[b]{escape(e.title)}[/]\n[dim]{escape(e.help if ok else 'not available in this build')}[/]"
-                options.append(Option(Content.from_markup(label), id=e.id, disabled=not ok))
-            yield OptionList(*options, id="entries", classes="panel")
+            with Vertical(id="launcher-left"):
+                yield OptionList(id="running", classes="panel")
+                options = []
+                for e in ENTRIES:
+                    ok = self.available[e.id]
+                    label = f"[b]{escape(e.title)}[/]\n[dim]{escape(e.help if ok else 'not available in this build')}[/]"
+                    options.append(Option(Content.from_markup(label), id=e.id, disabled=not ok))
+                yield OptionList(*options, id="entries", classes="panel")
             with Vertical(id="info"):
                 yield Static(id="checkpoint-info", classes="panel")
                 yield Static(id="summary-info", classes="panel")
@@ -186,11 +230,48 @@ class LauncherScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#entries").border_title = "Start"
+        running = self.query_one("#running", OptionList)
+        running.border_title = "Running"
+        running.display = False
+        if self.settings is not None and self.info:
+            self.poll_running()
         self.query_one("#checkpoint-info").border_title = "Last Step D checkpoint"
         self.query_one("#summary-info").border_title = "Last pipeline summary"
         self.query_one("#gates", GatesPanel).show(self.gates_view)
         self.query_one("#entries", OptionList).focus()
         self.action_refresh_info()
+
+    # --- running jobs: each poll starts only after the last one finished ------------------------
+    @work(group="running", exit_on_error=False)
+    async def poll_running(self) -> None:
+        import asyncio
+
+        from engine.endpoint_client import running_jobs
+
+        assert self.settings is not None
+        while True:
+            try:
+                jobs = await running_jobs(self.settings.runtime, timeout=2.0)
+            except Exception:  # a runtime dir we cannot read: nothing to list, try again
+                jobs = []
+            self.post_message(RunningRead([(j.hello.job, running_line(j)) for j in jobs]))
+            await asyncio.sleep(RUNNING_POLL_S)
+
+    @on(RunningRead)
+    def show_running(self, message: RunningRead) -> None:
+        running = self.query_one("#running", OptionList)
+        names = [name for name, _ in message.jobs]
+        before = [str(running.get_option_at_index(i).id) for i in range(running.option_count)]
+        labels = [Content.from_markup(f"[b]{escape(name)}[/]  [dim]{escape(line)}[/]  [$accent]enter: attach[/]")
+                  for name, line in message.jobs]
+        if names != before:
+            running.clear_options()
+            running.add_options([Option(label, id=name) for label, (name, _) in zip(labels, message.jobs, strict=True)])
+        else:  # same jobs: refresh their lines in place (no flicker, the highlight stays)
+            for label, name in zip(labels, names, strict=True):
+                running.replace_option_prompt(name, label)
+        running.display = bool(names)
+        self.running_names = names
 
     # --- info (read in a thread: the UI never waits on the disk or a store) --------------------
     def action_refresh_info(self) -> None:
@@ -235,6 +316,9 @@ class LauncherScreen(Screen[None]):
     # --- starting things -----------------------------------------------------------------------------
     @on(OptionList.OptionSelected)
     def selected(self, event: OptionList.OptionSelected) -> None:
+        if event.option_list.id == "running":
+            self.app.attach_job(event.option.id or "")  # type: ignore[attr-defined]
+            return
         self.start(event.option.id or "")
 
     def action_start_selected(self) -> None:
@@ -268,6 +352,11 @@ class LauncherScreen(Screen[None]):
             job = entry.factory(self.settings)
         except Exception as exc:  # a job that cannot be built says why, the launcher stays
             self.notify(redact(f"{entry.title}: {exc}"), severity="error", timeout=15)
+            return
+        argv = ARGV.get(entry.id)
+        if getattr(self.app, "detach_jobs", False) and argv is not None:
+            # Its own process: it outlives this console; the console attaches to it.
+            self.app.start_detached(argv(self.settings), job.name)  # type: ignore[attr-defined]
             return
         self.app.start_job(job)  # type: ignore[attr-defined]
 

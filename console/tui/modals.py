@@ -52,6 +52,40 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(value)
 
 
+class QuitChoiceScreen(ModalScreen[str]):
+    """Quitting a console attached to a running job: leave it running, stop it, or stay."""
+
+    BINDINGS = [
+        Binding("d", "answer('detach')", "Detach", id="opsconsole.quit.detach"),
+        Binding("s", "answer('stop')", "Stop the job", id="opsconsole.quit.stop"),
+        Binding("c,escape", "answer('cancel')", "Cancel", id="opsconsole.quit.cancel"),
+    ]
+
+    def __init__(self, job: str) -> None:
+        super().__init__(classes="modal")
+        self.job = job
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="dialog"):
+            yield Label(Content.from_markup(f"[b]Quit while {escape(self.job)} runs?[/]"), classes="dialog-title")
+            yield Static("Detach: the job keeps running; `opsconsole attach` comes back to it.\n"
+                         "Stop: the current unit finishes and is checkpointed, then the job exits.",
+                         classes="dialog-body")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Detach (d)", variant="primary", id="detach")
+                yield Button("Stop the job (s)", variant="error", id="stop")
+                yield Button("Cancel (c)", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#detach", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(str(event.button.id))
+
+    def action_answer(self, value: str) -> None:
+        self.dismiss(value)
+
+
 def _field_kind(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     if origin in (list, tuple):

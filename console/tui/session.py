@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -28,6 +29,9 @@ class JobSession:
     error: OpsError | None = None
     quit_when_done: bool = False
     aborted: bool = False
+    #: set for a job in another process: the runtime dir whose `<name>.sock` it serves
+    remote_runtime: Path | None = None
+    detached: bool = False  # the operator left the job running
 
     @classmethod
     def for_job(cls, job: Job, settings: Settings, resources: dict[str, Any] | None = None) -> JobSession:
@@ -44,6 +48,17 @@ class JobSession:
         bus = bus or EventBus()
         sub = bus.subscribe()
         return cls(name, settings, bus, Control(name, bus, live), sub)
+
+    @classmethod
+    def remote(cls, name: str, runtime: Path, live: BaseModel, state: JobState,
+               settings: Settings | None = None) -> JobSession:
+        """A job in another process, reached through its socket (see console/tui/remote.py)."""
+        from console.tui.remote import RemoteControl
+
+        bus = EventBus()
+        sub = bus.subscribe()
+        control = RemoteControl(name, bus, live, state)
+        return cls(name, settings, bus, control, sub, remote_runtime=runtime)
 
     def final_outcome(self) -> JobOutcome | None:
         """How the run ended, for the one exit-code mapping; None while it runs or if it never

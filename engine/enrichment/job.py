@@ -133,6 +133,7 @@ class EnrichmentJob:
 
     async def run(self, ctx: JobContext) -> None:
         ch: ClickHouse = ctx.resources.get("ch") or await aopen_clickhouse(ctx.settings)
+        self._offer_reads(ctx, ch)
         if self.demo is not None:
             await self._demo(ctx, ch)
         remote = None
@@ -158,6 +159,28 @@ class EnrichmentJob:
             "steps": self.steps, **self.results,
             "gates": {g.name: g.status for g in self.gates},
         }))
+
+    def _offer_reads(self, ctx: JobContext, ch: ClickHouse) -> None:
+        """Answer gates and mutation reads on the job socket: with embedded chDB this process is
+        the only one that can open the data, so `opsconsole gates`, `mutations` and every attached
+        console ask it. They run in worker threads, beside the batches (the chDB handle takes one
+        statement at a time)."""
+        from engine.enrichment.mutations import pending_mutations
+
+        async def gates(args: dict[str, Any]) -> Any:
+            return await anyio.to_thread.run_sync(compute_gates, ch)
+
+        async def refresh_gates(args: dict[str, Any]) -> Any:
+            result = await anyio.to_thread.run_sync(compute_gates, ch)
+            ctx.emit(GatesReported(job=ctx.name, gates=tuple(result)))  # every console sees them
+            return result
+
+        async def mutations(args: dict[str, Any]) -> Any:
+            return await anyio.to_thread.run_sync(pending_mutations, ch)
+
+        ctx.register_query("gates", gates)
+        ctx.register_query("refresh_gates", refresh_gates)
+        ctx.register_query("mutations", mutations)
 
     async def _demo(self, ctx: JobContext, ch: ClickHouse) -> None:
         from engine.enrichment.demo import generate_demo

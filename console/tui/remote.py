@@ -1,0 +1,180 @@
+"""A job running in another process, as the console sees it.
+
+The job screen is written against a `JobSession`: a bus to read events from and a `Control` to
+call. For a job in another process both are stand-ins fed by the job's socket: `pump` turns the
+snapshot into the events that produced it, then relays the live stream onto a local bus, and
+`RemoteControl` sends each operator action as a command. The job's own `StateChanged` events are
+the truth; the control only shows an action's first step (PAUSING, STOPPING) in the same frame
+as the key, exactly as a local Control does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ValidationError, create_model
+
+from engine.bus import EventBus
+from engine.control import Control
+from engine.errors import BadInput
+from engine.events import Event, GatesReported, JobStarted, JobState, LogLine, SettingsChanged, StateChanged
+
+ReplyHandler = Callable[[str, str], None]  # (command, error) for a command the job refused
+
+
+def live_model_for(job: str, values: dict[str, Any]) -> BaseModel:
+    """The job's own live-settings model (so edits are checked before they are sent), or a plain
+    model of the values when this console does not know the job (the job still validates)."""
+    model: type[BaseModel] | None = None
+    if job == "full-enrichment":
+        from engine.enrichment.job import EnrichmentLive
+
+        model = EnrichmentLive
+    elif job == "pipeline":
+        from engine.pipeline.job import PipelineLive
+
+        model = PipelineLive
+    elif job == "selftest":
+        from engine.jobs.selftest import SelftestLive
+
+        model = SelftestLive
+    if model is not None:
+        try:
+            return model.model_validate(values)
+        except ValidationError:
+            pass  # a newer job with other fields: fall back to what it sent
+    fields: dict[str, Any] = {name: (type(value), value) for name, value in values.items()}
+    plain: BaseModel = create_model(f"{job}-live", **fields)()
+    return plain
+
+
+class RemoteControl(Control[Any]):
+    """Operator actions sent to a job in another process over its socket."""
+
+    def __init__(self, job: str, bus: EventBus, live: BaseModel, state: JobState,
+                 on_refused: ReplyHandler | None = None) -> None:
+        super().__init__(job, bus, live)
+        self.state = state
+        self._pause_requested = state in (JobState.PAUSING, JobState.PAUSED)
+        self._stop_requested = state is JobState.STOPPING
+        self.client: Any = None  # the JobClient, once the relay has connected
+        self.on_refused = on_refused
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _set_state(self, state: JobState, reason: str = "") -> None:
+        # Shown in the header at once (the screen reads `state`), but not published: the log
+        # records the job's own StateChanged when it comes back, once.
+        self.state = state
+
+    # --- what the job said -------------------------------------------------------------------
+    def observe(self, event: Event) -> None:
+        """Follow the job's own state and settings (called for every relayed event)."""
+        if isinstance(event, StateChanged):
+            self.state = event.state
+            self._pause_requested = event.state in (JobState.PAUSING, JobState.PAUSED)
+            self._stop_requested = event.state is JobState.STOPPING or (
+                self._stop_requested and not event.state.final)
+        elif isinstance(event, SettingsChanged):
+            try:
+                self.live = type(self.live).model_validate(event.values)
+            except ValidationError:
+                pass
+
+    # --- operator actions --------------------------------------------------------------------
+    def _send(self, cmd: str, **args: Any) -> None:
+        async def go() -> None:
+            try:
+                if self.client is None:
+                    raise ConnectionError("not connected to the job yet")
+                reply = await self.client.command(cmd, **args)
+                ok, error = reply.ok, reply.error
+            except Exception as exc:  # the job went away: the relay reports the lost connection
+                ok, error = False, f"{type(exc).__name__}: {exc}"
+            if not ok:
+                self.bus.publish(LogLine(job=self.job, level="ERROR", message=f"{cmd} refused by the job: {error}"))
+                if self.on_refused is not None:
+                    self.on_refused(cmd, error)
+
+        task = asyncio.get_running_loop().create_task(go())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def pause(self) -> bool:
+        if not super().pause():
+            return False
+        self._send("pause")
+        return True
+
+    def resume(self) -> bool:
+        if not super().resume():
+            return False
+        self._send("resume")
+        return True
+
+    def stop(self, reason: str = "stop requested") -> bool:
+        if not super().stop(reason):
+            return False
+        self._send("stop", reason=reason)
+        return True
+
+    def update_live(self, changes: dict[str, Any]) -> Any:
+        merged = {**self.live.model_dump(), **changes}
+        try:
+            new = type(self.live).model_validate(merged)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise BadInput(f"invalid setting: {problems}") from None
+        unknown = set(changes) - set(type(self.live).model_fields)
+        if unknown:
+            raise BadInput(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        self._send("set_live", changes=changes)
+        return new  # the job's SettingsChanged makes it current
+
+
+def snapshot_events(snapshot: Any) -> list[Event]:
+    """The events that rebuild a snapshot's picture in a fresh view, oldest first."""
+    events: list[Event] = []
+    events += list(snapshot.logs)
+    events += list(snapshot.failures)
+    events += list(snapshot.checkpoints.values())
+    events += list(snapshot.progress.values())
+    for one in (snapshot.gates, snapshot.mutations, snapshot.summary):
+        if one is not None:
+            events.append(one)
+    events.sort(key=lambda e: e.ts)
+    events.insert(0, JobStarted(job=snapshot.job, panels=tuple(snapshot.panels), ts=snapshot.started_at))
+    # The state last: the header shows what the job is doing now, not what its oldest line said.
+    events.append(StateChanged(job=snapshot.job, state=snapshot.state, reason=snapshot.reason,
+                               ts=max([snapshot.started_at] + [e.ts for e in events])))
+    return events
+
+
+async def relay(client: Any, control: RemoteControl, bus: EventBus) -> Any:
+    """Publish the snapshot's events, then the live stream, onto `bus`; return the job's outcome
+    (a JobOutcome) once it reports a final state, or None when the connection ended first."""
+    from engine.runner import JobOutcome
+
+    last: StateChanged | None = None
+    gates_failed: tuple[str, ...] = ()
+
+    def forward(event: Event) -> None:
+        nonlocal last, gates_failed
+        control.observe(event)
+        if isinstance(event, StateChanged):
+            last = event
+        elif isinstance(event, GatesReported):
+            gates_failed = tuple(g.name for g in event.gates if g.status == "FAIL")
+        bus.publish(event)
+
+    for event in snapshot_events(client.snapshot):
+        forward(event)
+    if last is None or not last.state.final:
+        async for event in client.events():
+            forward(event)
+            if last is not None and last.state.final:
+                break
+    if last is None or not last.state.final:
+        return None
+    return JobOutcome(last.state, last.reason if last.state is JobState.FAILED else "", gates_failed=gates_failed)
