@@ -135,6 +135,18 @@ def summary_text(data: dict[str, Any]) -> str:
         return "\n".join(lines[:14])
 
 
+def _job_alive(runtime: Path, job: str) -> bool:
+    """The job's pid file names a live process (the runner removes it when the job ends)."""
+    import os
+
+    try:
+        pid = int((runtime / f"{job}.pid").read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def read_info(runtime: Path) -> tuple[str, str]:
     """(last checkpoint text, last pipeline summary text) from the runtime folder."""
     cp_path = runtime / "full-enrichment.state.json"
@@ -146,6 +158,9 @@ def read_info(runtime: Path) -> tuple[str, str]:
             if "cursor" in data:
                 lines.append(f"cursor: {escape(short_json(data['cursor'], 50))}")
             checkpoint = "\n".join(lines) or escape(short_json(data, 200))
+            if data.get("status") == "running" and not _job_alive(runtime, "full-enrichment"):
+                checkpoint = ("[$warning]interrupted: its process is gone — choose Step D (resume)[/]\n"
+                              + checkpoint)
         except (OSError, ValueError) as exc:
             checkpoint = f"[$error]unreadable checkpoint {escape(str(cp_path))}: {escape(str(exc))}[/]"
     else:
