@@ -259,18 +259,14 @@ class LauncherScreen(Screen[None]):
     # --- running jobs: each poll starts only after the last one finished ------------------------
     @work(group="running", exit_on_error=False)
     async def poll_running(self) -> None:
-        import asyncio
-
         from engine.endpoint_client import running_jobs
 
         assert self.settings is not None
-        while True:
-            try:
-                jobs = await running_jobs(self.settings.runtime, timeout=2.0)
-            except Exception:  # a runtime dir we cannot read: nothing to list, try again
-                jobs = []
-            self.post_message(RunningRead([(j.hello.job, running_line(j)) for j in jobs]))
-            await asyncio.sleep(RUNNING_POLL_S)
+        try:
+            jobs = await running_jobs(self.settings.runtime, timeout=2.0)
+        except Exception:  # a runtime dir we cannot read: nothing to list, try again later
+            jobs = []
+        self.post_message(RunningRead([(j.hello.job, running_line(j)) for j in jobs]))
 
     @on(RunningRead)
     def show_running(self, message: RunningRead) -> None:
@@ -287,6 +283,8 @@ class LauncherScreen(Screen[None]):
                 running.replace_option_prompt(name, label)
         running.display = bool(names)
         self.running_names = names
+        # The next poll is scheduled only once this one has been shown (a slow one never piles up).
+        self.set_timer(RUNNING_POLL_S, self.poll_running)
 
     # --- info (read in a thread: the UI never waits on the disk or a store) --------------------
     def action_refresh_info(self) -> None:
