@@ -65,9 +65,13 @@ class JsonRenderer(PlainRenderer):
 
 
 class RichRenderer:
-    """Live progress bars (one per step) with log lines scrolling above them."""
+    """Live progress bars (one per step) with the lines that matter scrolling above them: state
+    changes, warnings, failures, step summaries. Per-batch checkpoint lines (two per Step D batch,
+    906 at seed scale) and DEBUG lines go only to the log file and attached consoles, unless
+    `verbose` (`-v`)."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, verbose: bool = False) -> None:
+        self.verbose = verbose
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -86,6 +90,9 @@ class RichRenderer:
                 self.tasks[key] = self.progress.add_task(f"{event.job}:{event.step}", total=event.total, unit=event.unit)
             self.progress.update(self.tasks[key], completed=event.done, total=event.total)
             return
+        if not self.verbose and (isinstance(event, CheckpointSaved)
+                                 or (isinstance(event, LogLine) and event.level == "DEBUG")):
+            return
         line = format_event(event)
         if line is None:
             return
@@ -102,13 +109,13 @@ class RichRenderer:
         self.progress.stop()
 
 
-def make_renderer(log_format: str, stream: TextIO | None = None) -> Any:
+def make_renderer(log_format: str, stream: TextIO | None = None, verbose: bool = False) -> Any:
     stream = stream or sys.stdout
     if log_format == "json":
         return JsonRenderer(stream)
     if log_format == "plain" or not stream.isatty():
         return PlainRenderer(stream)
-    return RichRenderer(stream)
+    return RichRenderer(stream, verbose=verbose)
 
 
 async def render(sub: Subscription, renderer: Any) -> None:
@@ -117,10 +124,10 @@ async def render(sub: Subscription, renderer: Any) -> None:
 
 
 async def run_headless(job: Job, settings: Settings, *, log_format: str = "auto", stream: TextIO | None = None,
-                       resources: dict[str, Any] | None = None) -> JobOutcome:
+                       resources: dict[str, Any] | None = None, verbose: bool = False) -> JobOutcome:
     bus = EventBus()
     sub = bus.subscribe()
-    renderer = make_renderer(log_format, stream)
+    renderer = make_renderer(log_format, stream, verbose=verbose)
     control = Control(job.name, bus, job.live_settings())
     error: OpsError | None = None
     try:

@@ -30,6 +30,8 @@ def add_job_args(parser: argparse.ArgumentParser) -> None:
         "--log-format", choices=("auto", "plain", "json"), default="auto",
         help="headless output: rich progress on a TTY (auto), timestamped lines (plain), or JSON lines (json)",
     )
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="on a terminal, also print every checkpoint and DEBUG line (the log file always has them)")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -54,5 +56,6 @@ def run_job_command(job: Job, settings: Settings, args: argparse.Namespace, reso
         return run_job_in_tui(job, settings, resources=resources)
     from console.headless import run_headless
 
-    outcome: JobOutcome = anyio.run(lambda: run_headless(job, settings, log_format=args.log_format, resources=resources))
+    outcome: JobOutcome = anyio.run(lambda: run_headless(job, settings, log_format=args.log_format, resources=resources,
+                                                      verbose=getattr(args, "verbose", False)))
     return finish(outcome)

@@ -48,16 +48,16 @@ def run(args: argparse.Namespace) -> int:
         from console.tui.launch import attach_in_tui
 
         return attach_in_tui(settings, name)
-    return stream(settings, name, args.log_format)
+    return stream(settings, name, args.log_format, args.verbose)
 
 
-def stream(settings: Settings, name: str, log_format: str) -> int:
+def stream(settings: Settings, name: str, log_format: str, verbose: bool = False) -> int:
     """Print the job's events until it ends (exit 0) or the operator leaves (Ctrl-C: exit 0, the
     job runs on). The lines are the headless job's own."""
     from console.headless import make_renderer
     from console.tui.remote import snapshot_events
 
-    renderer = make_renderer(log_format, sys.stdout)
+    renderer = make_renderer(log_format, sys.stdout, verbose=verbose)
 
     async def follow() -> int:
         async with connect(settings.runtime, name) as client:

@@ -135,6 +135,18 @@ def summary_text(data: dict[str, Any]) -> str:
         return "\n".join(lines[:14])
 
 
+def _job_alive(runtime: Path, job: str) -> bool:
+    """The job's pid file names a live process (the runner removes it when the job ends)."""
+    import os
+
+    try:
+        pid = int((runtime / f"{job}.pid").read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def read_info(runtime: Path) -> tuple[str, str]:
     """(last checkpoint text, last pipeline summary text) from the runtime folder."""
     cp_path = runtime / "full-enrichment.state.json"
@@ -146,6 +158,9 @@ def read_info(runtime: Path) -> tuple[str, str]:
             if "cursor" in data:
                 lines.append(f"cursor: {escape(short_json(data['cursor'], 50))}")
             checkpoint = "\n".join(lines) or escape(short_json(data, 200))
+            if data.get("status") == "running" and not _job_alive(runtime, "full-enrichment"):
+                checkpoint = ("[$warning]interrupted: its process is gone — choose Step D (resume)[/]\n"
+                              + checkpoint)
         except (OSError, ValueError) as exc:
             checkpoint = f"[$error]unreadable checkpoint {escape(str(cp_path))}: {escape(str(exc))}[/]"
     else:
@@ -244,18 +259,14 @@ class LauncherScreen(Screen[None]):
     # --- running jobs: each poll starts only after the last one finished ------------------------
     @work(group="running", exit_on_error=False)
     async def poll_running(self) -> None:
-        import asyncio
-
         from engine.endpoint_client import running_jobs
 
         assert self.settings is not None
-        while True:
-            try:
-                jobs = await running_jobs(self.settings.runtime, timeout=2.0)
-            except Exception:  # a runtime dir we cannot read: nothing to list, try again
-                jobs = []
-            self.post_message(RunningRead([(j.hello.job, running_line(j)) for j in jobs]))
-            await asyncio.sleep(RUNNING_POLL_S)
+        try:
+            jobs = await running_jobs(self.settings.runtime, timeout=2.0)
+        except Exception:  # a runtime dir we cannot read: nothing to list, try again later
+            jobs = []
+        self.post_message(RunningRead([(j.hello.job, running_line(j)) for j in jobs]))
 
     @on(RunningRead)
     def show_running(self, message: RunningRead) -> None:
@@ -272,6 +283,8 @@ class LauncherScreen(Screen[None]):
                 running.replace_option_prompt(name, label)
         running.display = bool(names)
         self.running_names = names
+        # The next poll is scheduled only once this one has been shown (a slow one never piles up).
+        self.set_timer(RUNNING_POLL_S, self.poll_running)
 
     # --- info (read in a thread: the UI never waits on the disk or a store) --------------------
     def action_refresh_info(self) -> None:

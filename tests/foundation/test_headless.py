@@ -31,3 +31,35 @@ def test_summary_is_json_and_json_format_is_parseable() -> None:
     JsonRenderer(out).handle(LogLine(job="j", level="WARNING", message="remote checkpoint failed"))
     record = json.loads(out.getvalue())
     assert record["type"] == "LogLine" and record["level"] == "WARNING"
+
+
+def test_rich_output_keeps_per_batch_checkpoints_for_the_log_and_verbose() -> None:
+    """On a terminal the bars and the lines that matter; checkpoint and DEBUG lines only with -v."""
+    import io
+
+    from console.headless import RichRenderer
+    from engine.events import CheckpointSaved, Failure, JobState, LogLine, StateChanged
+
+    events = [
+        StateChanged(job="j", state=JobState.RUNNING),
+        CheckpointSaved(job="j", step="D", where="local", cursor={"w": "0x1"}, pairs_done=300, batch_idx=1),
+        LogLine(job="j", level="DEBUG", message="a debug detail"),
+        LogLine(job="j", level="INFO", message="Step D done"),
+        LogLine(job="j", level="WARNING", message="mirror is behind"),
+        Failure(job="j", where="0xabc", reason="bad market"),
+    ]
+
+    def shown(verbose: bool) -> str:
+        out = io.StringIO()
+        renderer = RichRenderer(out, verbose=verbose)
+        for event in events:
+            renderer.handle(event)
+        renderer.close()
+        return out.getvalue()
+
+    quiet = shown(False)
+    assert "CHECKPT" not in quiet and "a debug detail" not in quiet
+    for text in ("running", "Step D done", "mirror is behind", "bad market"):
+        assert text in quiet
+    loud = shown(True)
+    assert "CHECKPT" in loud and "a debug detail" in loud

@@ -230,3 +230,21 @@ def test_console_log_lines_have_the_engine_wording() -> None:
         assert line[1].endswith(" " + parts.text) and plain.endswith(" " + parts.text)
         assert line[0] == parts.rank
     assert event_line(events[0])[1] == "14:13:20 ERROR   [events] market-877: outcomes list is empty"  # type: ignore[index]
+
+
+def test_launcher_marks_a_step_d_whose_process_is_gone_as_interrupted(tmp_path) -> None:
+    """A checkpoint saying running with no live job process is offered for resume, not shown as live."""
+    import json
+    import os
+
+    from console.tui.launcher import read_info
+
+    runtime = tmp_path / "rt"
+    runtime.mkdir()
+    (runtime / "full-enrichment.state.json").write_text(json.dumps({"status": "running", "step": "D", "batch_idx": 7}))
+    (runtime / "full-enrichment.pid").write_text("999999999\n")  # no such process
+    checkpoint, _ = read_info(runtime)
+    assert "interrupted" in checkpoint and "Step D (resume)" in checkpoint
+    (runtime / "full-enrichment.pid").write_text(f"{os.getpid()}\n")  # alive: not interrupted
+    checkpoint, _ = read_info(runtime)
+    assert "interrupted" not in checkpoint
