@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import SocketListener, SocketStream, TaskGroup
+from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from engine import wire
@@ -82,22 +83,31 @@ class _Client:
     number: int
     stream: SocketStream
     sub: Subscription
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     pending: int = 0  # non-coalescable events queued in `sub`, not yet written
     cut_reason: str = ""
     bad_lines: int = 0
     queries: int = 0
+    sending_since: float | None = None  # monotonic time the current write began
     send_lock: anyio.Lock = field(default_factory=anyio.Lock)
-    done: anyio.Event = field(default_factory=anyio.Event)
+    hangup: anyio.Event = field(default_factory=anyio.Event)  # time to close this connection
+    done: anyio.Event = field(default_factory=anyio.Event)  # closed and forgotten
+    reader_done: anyio.Event = field(default_factory=anyio.Event)
 
     def cut(self, reason: str) -> None:
-        if not self.cut_reason:
+        """Cut the client off (callable from a bus listener: synchronous, never blocks)."""
+        if not self.cut_reason and not self.hangup.is_set():
             self.cut_reason = reason
-            self.scope.cancel()
+        self.hangup.set()
 
 
 class _CutOff(Exception):
     pass
+
+
+def _shutdown(stream: SocketStream) -> None:
+    """Wake everything waiting on this socket (EOF for reads, EPIPE for writes) without closing it."""
+    with contextlib.suppress(Exception):
+        stream.extra(SocketAttribute.raw_socket).shutdown(socket.SHUT_RDWR)
 
 
 class JobEndpoint:
@@ -153,7 +163,12 @@ class JobEndpoint:
                         await self._listener.aclose()
                 with anyio.move_on_after(FLUSH_TIMEOUT):
                     for client in list(self.clients):
-                        client.sub.close()  # its writer sends what is left, then bye, then returns
+                        client.sub.close()  # its writer sends what is left, then bye, then hangs up
+                    for client in list(self.clients):
+                        await client.done.wait()
+                for client in list(self.clients):  # still not done: closed, never cancelled mid-wait
+                    client.cut(f"the job ended and the client had not taken its last events within {FLUSH_TIMEOUT:g}s")
+                with anyio.move_on_after(FLUSH_TIMEOUT):
                     for client in list(self.clients):
                         await client.done.wait()
             if self._tg is not None:
@@ -216,45 +231,58 @@ class JobEndpoint:
                 await stream.aclose()
 
     async def _serve_client(self, client: _Client, first: bytes) -> None:
-        finished_cleanly = False
+        # A connection ends with shutdown(2) on its socket, never by cancelling a task that waits
+        # on the socket nor by closing it under that wait: anyio's raw socket streams race with
+        # the event loop's readiness callbacks in both cases (asyncio logs InvalidStateError or
+        # EBADF). After shutdown every wait on the socket returns by itself; then it is closed.
         try:
-            with client.scope:
-                async with anyio.create_task_group() as tg:
-                    await self._send(client, first)
-                    tg.start_soon(self._reader, client, tg)
-                    tg.start_soon(self._writer, client, tg)
-                finished_cleanly = True
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._writer, client, first)
+                tg.start_soon(self._reader, client, tg)
+                tg.start_soon(self._watchdog, client)
+                await client.hangup.wait()
+                _shutdown(client.stream)
+                with anyio.move_on_after(5):
+                    while not client.reader_done.is_set() or client.sending_since is not None:
+                        await anyio.sleep(0.01)
+                tg.cancel_scope.cancel()  # what is left waits on the bus, a lock or a query
         except anyio.get_cancelled_exc_class():
+            _shutdown(client.stream)
             raise
         except Exception as exc:  # a bug here must cost one client, never the job
             client.cut_reason = client.cut_reason or f"endpoint error: {type(exc).__name__}: {exc}"
         finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await client.stream.aclose()
             self.clients.discard(client)
             client.sub.close()
             if client.cut_reason:
                 self._log(f"console client #{client.number} cut off: {client.cut_reason}", "WARNING")
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                if finished_cleanly and not client.cut_reason:
-                    # Closing at once would discard what is still in the send buffer (the final
-                    # state, bye): half-close, and give the client a moment to read it.
-                    with anyio.move_on_after(2):
-                        await client.stream.send_eof()
-                        with contextlib.suppress(Exception):
-                            while await client.stream.receive():
-                                pass
-                await client.stream.aclose()
             client.done.set()
 
+    async def _watchdog(self, client: _Client) -> None:
+        """The send timeout: a write that has waited SEND_TIMEOUT for a client that reads
+        nothing cuts it off (checked once a second; no socket wait is ever cancelled)."""
+        while not client.hangup.is_set():
+            with anyio.move_on_after(1.0):
+                await client.hangup.wait()
+            since = client.sending_since
+            if since is not None and anyio.current_time() - since > SEND_TIMEOUT:
+                client.cut(f"a write waited more than {SEND_TIMEOUT:g}s (the client is not reading)")
+
     async def _send(self, client: _Client, data: bytes) -> None:
+        if client.hangup.is_set():
+            raise _CutOff
         try:
-            with anyio.fail_after(SEND_TIMEOUT):
-                async with client.send_lock:
+            async with client.send_lock:
+                client.sending_since = anyio.current_time()
+                try:
                     await client.stream.send(data)
-        except TimeoutError:
-            client.cut(f"a write waited {SEND_TIMEOUT:g}s (the client is not reading)")
-            raise _CutOff from None
+                finally:
+                    client.sending_since = None
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            raise _CutOff from None  # the client went away: nothing to report
+            client.hangup.set()  # the client went away, or was cut off: nothing more to say
+            raise _CutOff from None
 
     def _encode_event(self, event: Event) -> bytes:
         # Every client sends the same events: encode each once (keyed by identity; the event is
@@ -268,8 +296,9 @@ class JobEndpoint:
             self._encoded.popitem(last=False)
         return data
 
-    async def _writer(self, client: _Client, tg: TaskGroup) -> None:
+    async def _writer(self, client: _Client, first: bytes) -> None:
         try:
+            await self._send(client, first)
             while True:
                 batch = await client.sub.receive_batch()
                 if not batch:  # subscription closed (the job ended) and fully drained
@@ -278,8 +307,15 @@ class JobEndpoint:
                 client.pending -= sum(1 for e in batch if e.coalesce_key() is None)
                 await self._send(client, b"".join(self._encode_event(e) for e in batch))
         except _CutOff:
-            pass
-        tg.cancel_scope.cancel()
+            return
+        # Everything is in the kernel's buffer now. Half-close and give the client a moment to
+        # read it and hang up (the reader sees that); closing at once with unread input from
+        # it could reset the connection and lose the last lines.
+        with contextlib.suppress(Exception):
+            await client.stream.send_eof()
+        with anyio.move_on_after(2):
+            await client.hangup.wait()
+        client.hangup.set()
 
     async def _reader(self, client: _Client, tg: TaskGroup) -> None:
         reader = BufferedByteReceiveStream(client.stream)
@@ -292,13 +328,14 @@ class JobEndpoint:
                     return
                 except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError,
                         anyio.ClosedResourceError, OSError):
-                    break  # the client left
+                    break  # the client left (or the connection is being closed)
                 if line.strip():
                     await self._handle_line(client, line, tg)
         except _CutOff:
             pass
-        if not self._closing:
-            tg.cancel_scope.cancel()
+        finally:
+            client.reader_done.set()
+        client.hangup.set()
 
     # --- commands ----------------------------------------------------------------------------
     async def _handle_line(self, client: _Client, line: bytes, tg: TaskGroup) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import socket
 import stat
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import SocketStream
+from anyio.abc import SocketAttribute, SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from engine import wire
@@ -234,6 +235,13 @@ async def connect(runtime: Path, job: str, *, timeout: float = CONNECT_TIMEOUT) 
             except Exception as exc:  # raised by the caller's block: re-raised as is, not in a group
                 error = exc
             finally:
+                # shutdown(2) wakes the read loop with EOF; only then close and cancel. Cancelling
+                # a wait on anyio's raw socket stream, or closing the socket under it, races with
+                # asyncio's readiness callbacks (see engine/endpoint.py).
+                with contextlib.suppress(Exception):
+                    stream.extra(SocketAttribute.raw_socket).shutdown(socket.SHUT_RDWR)
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    await client._closed.wait()
                 tg.cancel_scope.cancel()
         if error is not None:
             raise error

@@ -11,7 +11,7 @@ import pytest
 from engine.endpoint_client import JobClient, connect, running_jobs
 from engine.errors import JobNotRunning
 from engine.events import JobState, StateChanged
-from tests.endpoint.helpers import WAIT, log_text, start_selftest, units_done, wait_for_socket, wait_until
+from tests.endpoint.helpers import WAIT, await_until, output, log_text, start_selftest, units_done, wait_for_socket, wait_until
 
 
 async def _states(client: JobClient, into: list[str], until: set[str]) -> None:
@@ -67,7 +67,7 @@ async def test_attach_pause_set_live_resume_stop_with_two_clients(tmp_path: Path
                     held = units_done(rt)
                     assert (await a.resume()).ok
                     # The job is unharmed by the rejected settings: it carries on at the new pace.
-                    wait_until(lambda: units_done(rt) >= held + 20, proc, "progress after resume")
+                    await await_until(lambda: units_done(rt) >= held + 20, proc, "progress after resume")
 
                     # A third client now: its snapshot has the log lines and the new live settings.
                     async with connect(rt, "selftest") as c:
@@ -80,7 +80,7 @@ async def test_attach_pause_set_live_resume_stop_with_two_clients(tmp_path: Path
             assert (await a.wait_for_state("stopped")) == a.state and a.state.state is JobState.STOPPED
 
         assert proc.wait(timeout=WAIT) == 0
-        out, err = proc.communicate()
+        out, err = output(proc)
         assert "Traceback" not in err
         log = log_text(rt)
         assert "selftest paused" in log and "selftest stopped" in log and "stop requested by a console client" in log
