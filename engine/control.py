@@ -87,6 +87,14 @@ class Control(Generic[L]):
 
     def update_live(self, changes: dict[str, Any]) -> L:
         """Validate and apply live settings; they take effect at the next unit of work."""
+        new = self.validated(changes)
+        self.live = new
+        self.bus.publish(SettingsChanged(job=self.job, values=new.model_dump()))
+        self.bus.publish(LogLine(job=self.job, level="INFO", message=f"settings changed: {changes}"))
+        return new
+
+    def validated(self, changes: dict[str, Any]) -> L:
+        """The live settings with `changes` applied, or BadInput naming each problem."""
         merged = {**self.live.model_dump(), **changes}
         try:
             new = type(self.live).model_validate(merged)
@@ -96,9 +104,6 @@ class Control(Generic[L]):
         unknown = set(changes) - set(type(self.live).model_fields)
         if unknown:
             raise BadInput(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        self.live = new
-        self.bus.publish(SettingsChanged(job=self.job, values=new.model_dump()))
-        self.bus.publish(LogLine(job=self.job, level="INFO", message=f"settings changed: {changes}"))
         return new
 
     # --- job side ------------------------------------------------------------------------------

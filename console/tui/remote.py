@@ -18,7 +18,6 @@ from pydantic import BaseModel, ValidationError, create_model
 
 from engine.bus import EventBus
 from engine.control import Control
-from engine.errors import BadInput
 from engine.events import Event, GatesReported, JobStarted, JobState, LogLine, SettingsChanged, StateChanged
 
 ReplyHandler = Callable[[str, str], None]  # (command, error) for a command the job refused
@@ -120,15 +119,7 @@ class RemoteControl(Control[Any]):
         return True
 
     def update_live(self, changes: dict[str, Any]) -> Any:
-        merged = {**self.live.model_dump(), **changes}
-        try:
-            new = type(self.live).model_validate(merged)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise BadInput(f"invalid setting: {problems}") from None
-        unknown = set(changes) - set(type(self.live).model_fields)
-        if unknown:
-            raise BadInput(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        new = self.validated(changes)  # checked here first, for an answer in the same frame
         self._send("set_live", changes=changes)
         return new  # the job's SettingsChanged makes it current
 
