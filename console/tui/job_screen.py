@@ -428,7 +428,8 @@ class JobScreen(Screen[None]):
         if action == "edit_live":
             return True if running and not c.stop_requested else None
         if action == "detach":
-            return True if self.session.remote_runtime is not None else None
+            # Hidden for a job running inside this console: there is nothing to leave running.
+            return self.session.remote_runtime is not None
         return True
 
     @property
