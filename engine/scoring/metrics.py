@@ -2,14 +2,13 @@
 
 Per binary market, p = stored probability of outcome index 0 and y = 1 when index 0 won. Brier is
 (p - y)^2; log loss is -(y ln p + (1 - y) ln(1 - p)) with p clipped to [1e-6, 1 - 1e-6] so a
-confident miss costs ~13.8, not infinity. Pure Python: the bootstrap draws indices with
-random.Random(seed).choices, which keeps runs reproducible without a numeric dependency.
+confident miss costs ~13.8, not infinity. The bootstrap is seeded, so a rerun prints the same
+interval.
 """
 
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -96,39 +95,38 @@ def calibration(pairs: Iterable[tuple[float, int]], bins: int = BINS) -> list[di
              "observed": ysum[i] / count[i] if count[i] else None} for i in range(bins)]
 
 
-def _percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    pos = q * (len(sorted_values) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
 def paired_bootstrap(variant: Sequence[float], baseline: Sequence[float], *, resamples: int = RESAMPLES,
                      seed: int = SEED) -> tuple[list[float] | None, list[float]]:
-    """95% intervals of (BSS, mean Brier difference variant - baseline) over markets resampled in
-    pairs. The BSS interval is None when some resample has a zero baseline Brier (BSS undefined)."""
-    n = len(variant)
-    rng = random.Random(seed)
-    index = range(n)
-    diffs: list[float] = []
-    bss: list[float] | None = []
-    for _ in range(resamples):
-        idx = rng.choices(index, k=n)
-        sv = math.fsum(map(variant.__getitem__, idx))
-        sb = math.fsum(map(baseline.__getitem__, idx))
-        diffs.append((sv - sb) / n)
-        if bss is not None:
-            if sb == 0:
-                bss = None
-            else:
-                bss.append(1 - sv / sb)
-    diffs.sort()
-    diff_ci = [_percentile(diffs, 0.025), _percentile(diffs, 0.975)]
-    if bss is None:
+    """95% percentile intervals of (BSS, mean Brier difference variant - baseline), resampling
+    markets in pairs with numpy's PCG64 seeded by `seed`. The BSS interval is None when some
+    resample has a zero baseline Brier (BSS undefined there).
+
+    numpy, not pure Python: 2,000 resamples of 25,000 pairs are 50M draws, ~20 s in a Python loop
+    and well under a second here. It is installed with chdb (chdb -> pandas -> numpy)."""
+    import numpy as np
+
+    v = np.asarray(variant, dtype=np.float64)
+    b = np.asarray(baseline, dtype=np.float64)
+    n = len(v)
+    rng = np.random.default_rng(seed)
+    sums_v: list[Any] = []
+    sums_b: list[Any] = []
+    chunk = max(1, min(resamples, 5_000_000 // max(n, 1)))  # bounded memory: ~40 MB of indices at a time
+    left = resamples
+    while left > 0:
+        k = min(chunk, left)
+        idx = rng.integers(0, n, size=(k, n))
+        sums_v.append(v[idx].sum(axis=1))
+        sums_b.append(b[idx].sum(axis=1))
+        left -= k
+    sv = np.concatenate(sums_v)
+    sb = np.concatenate(sums_b)
+    diff = (sv - sb) / n
+    diff_ci = [float(x) for x in np.percentile(diff, [2.5, 97.5])]
+    if bool((sb == 0).any()):
         return None, diff_ci
-    bss.sort()
-    return [_percentile(bss, 0.025), _percentile(bss, 0.975)], diff_ci
+    bss = 1 - sv / sb
+    return [float(x) for x in np.percentile(bss, [2.5, 97.5])], diff_ci
 
 
 def latest_before_close(scores: Iterable[Score]) -> dict[str, Score]:

@@ -62,7 +62,8 @@ def test_calibration_edges() -> None:
 
 
 def test_bootstrap_is_seeded() -> None:
-    v, b = [0.01, 0.04, 0.09, 0.2], [0.16, 0.09, 0.36, 0.1]
+    v = [((i * 37) % 100) / 400 for i in range(60)]
+    b = [((i * 53) % 100) / 300 for i in range(60)]
     assert paired_bootstrap(v, b, seed=1) == paired_bootstrap(v, b, seed=1)
     assert paired_bootstrap(v, b, seed=1) != paired_bootstrap(v, b, seed=2)
     bss, _ = paired_bootstrap([0.1], [0.0])
