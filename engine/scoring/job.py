@@ -30,6 +30,9 @@ from engine.scoring.store import Filters, Forecast, load_forecasts, load_scores,
 from engine.stores.postgres import Postgres
 
 
+SNAPSHOT_BATCH = 2000  # markets per batch when reading --source (pause/stop still hold between batches)
+
+
 class ScoringIncomplete(OpsError):
     """Some markets could not be checked (Gamma unavailable); what was scored is stored."""
 
@@ -157,7 +160,9 @@ class ScoreJob:
             if not await ctx.control.boundary():
                 stopped = True
                 break
-            batch = market_ids[done:done + ctx.control.live.batch_size]
+            # A snapshot has no requests to keep small: bigger batches save round trips to Postgres.
+            size = SNAPSHOT_BATCH if self.options.source is not None else ctx.control.live.batch_size
+            batch = market_ids[done:done + size]
             try:
                 found = await source.lookup(batch)
             except GammaError as exc:
