@@ -35,6 +35,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--source", type=Path, metavar="FILE",
                    help="a saved Gamma snapshot (JSON list of market objects) instead of the API: offline scoring")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON document (progress goes to stderr)")
+    p.add_argument("--view", action="store_true",
+                   help="on a terminal, open the Scores view (leaderboard and reliability diagram) when done")
     p.add_argument("--summary-path", type=Path, metavar="FILE", help="also write the JSON summary here")
     add_job_args(p)
     p.set_defaults(func=run)
@@ -60,4 +62,8 @@ def run(args: argparse.Namespace) -> int:
     if job.summary is not None:
         sys.stdout.write((summary_json(job.summary) if args.json else format_table(job.summary)) + "\n")
         sys.stdout.flush()
+        if args.view and sys.stdin.isatty() and sys.stdout.isatty():
+            from console.tui.scores import ScoresApp
+
+            ScoresApp(job.summary).run()
     return code
