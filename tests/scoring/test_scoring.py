@@ -155,3 +155,14 @@ async def test_suite_and_variant_filters_keep_the_baseline(score_settings: Setti
     assert [v["experiment"] for v in run.summary["variants"]] == [BASELINE, GEMINI]
     run = await run_score(score_settings, ScoreOptions(include_forecast=("openai:gpt5",), gamma_backoff_s=0.01))
     assert [v["experiment"] for v in run.summary["variants"]] == [BASELINE, OPENAI]
+
+
+async def test_since_keeps_only_later_forecasts(score_settings: Settings, gamma: GammaClosed) -> None:
+    from tests.scoring.conftest import LATER
+
+    await seed(score_settings)
+    run = await run_score(score_settings, ScoreOptions(since=LATER, gamma_backoff_s=0.01))
+    assert run.summary["forecasts"] == 1 and run.summary["scored"] == 1
+    (only,) = run.summary["variants"]
+    assert only["experiment"] == OPENAI and only["n"] == 1 and only["brier"] == pytest.approx(0.25)
+    assert only["paired_n"] == 0 and only["bss_vs_baseline"] is None  # no baseline forecast to pair with
