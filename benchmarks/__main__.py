@@ -169,7 +169,7 @@ def main() -> None:
     ap.add_argument("--classic-batches", type=int, default=15, help="classic strategy: measure this many batches and project")
     ap.add_argument("--write", type=Path, help="also write the report (markdown) to this file")
     ap.add_argument("--repeat", type=int, default=3, help="full Step D runs at batch 300; the best and the median are reported (default 3)")
-    ap.add_argument("--only", choices=("enrichment", "pipeline", "console"), help="run one part only")
+    ap.add_argument("--only", choices=("enrichment", "pipeline", "console", "scoring"), help="run one part only")
     ap.add_argument("--llm-latency", type=float, default=0.5, help="pipeline: mean seconds per loopback LLM call (default 0.5)")
     args = ap.parse_args()
     command = "uv run python -m benchmarks " + " ".join(sys.argv[1:])
@@ -190,6 +190,8 @@ def main() -> None:
         part(pipeline(args.llm_latency))
     if args.only in (None, "console"):
         part(console(args.scale))
+    if args.only in (None, "scoring"):
+        part([("scoring: 100,000 stored forecasts, offline --source", _script("benchmarks.scoring"), "")])
     report = render(rows, command.strip())
     print(report)
     if args.write:

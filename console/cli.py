@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "console.commands.data",
     "console.commands.pipeline",
     "console.commands.replay",
+    "console.commands.score",
     "console.commands.config",
     "console.commands.doctor",
     "console.commands.db",
