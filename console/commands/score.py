@@ -7,7 +7,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from console.commands import add_job_args, finish, run_job_command, settings_from, wants_ui
+from console.commands import add_job_args, run_job_command, settings_from, wants_ui
+from console.exit import finish
 
 
 def _since(text: str) -> datetime:

@@ -110,6 +110,7 @@ class Tally:
 
 class ScoreJob:
     name = "score"
+    panels: tuple[str, ...] = ()  # progress, logs and failures only (Job.panels)
 
     def __init__(self, options: ScoreOptions | None = None) -> None:
         self.options = options or ScoreOptions()
