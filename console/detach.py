@@ -79,6 +79,12 @@ def exited(pid: int) -> int | None:
     return proc.poll()
 
 
+def wait_for_exit(started: Started) -> int:
+    """The exit code of a job we started, waiting for it to end."""
+    proc = _children.get(started.pid)
+    return 0 if proc is None else proc.wait()
+
+
 def tail(path: Path, limit: int = 4000) -> str:
     try:
         with open(path, "rb") as fh:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from console.commands import add_job_args, run_job_command, settings_from, wants_ui
 from console.exit import finish
@@ -17,6 +20,17 @@ def _since(text: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD or ISO 8601): {text!r}") from None
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _summary_written_since(path: Path, since: float) -> dict[str, Any] | None:
+    """The summary a detached score job wrote at `path` after `since`, or None."""
+    try:
+        if path.stat().st_mtime < since - 1:
+            return None
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -58,6 +72,17 @@ def run(args: argparse.Namespace) -> int:
         from console.headless import run_headless
 
         code = finish(anyio.run(lambda: run_headless(job, settings, log_format=args.log_format, stream=sys.stderr)))
+    elif wants_ui(args) and getattr(args, "argv", None) is not None:
+        # On a terminal the job runs as its own process with the console attached; it leaves its
+        # summary in a file, so the leaderboard is still printed here once the console closes.
+        summary_file = args.summary_path or settings.runtime / "score.summary.json"
+        if args.summary_path is None:
+            args.argv = [*args.argv, "--summary-path", str(summary_file)]
+        started = time.time()
+        code = run_job_command(job, settings, args)
+        job.summary = _summary_written_since(summary_file, started)
+        if job.summary is None and code == 0:
+            sys.stderr.write("score: no summary yet (still running detached?); see `opsconsole status`\n")
     else:
         code = run_job_command(job, settings, args)
     if job.summary is not None:

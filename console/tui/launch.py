@@ -80,13 +80,22 @@ def start_and_attach(name: str, argv: list[str], settings: Settings) -> int:
     A job of that name already running is attached to instead of being refused."""
     import anyio
 
-    from console.detach import spawn, wait_until_serving
+    from console.detach import spawn, wait_for_exit, wait_until_serving
     from engine.endpoint_client import running_jobs
+    from engine.errors import JobNotRunning
 
     running = {r.hello.job for r in anyio.run(running_jobs, settings.runtime)}
     if name in running:
         print(f"opsconsole: {name} is already running; attaching to it")
-    else:
-        started = spawn(argv, name, settings.runtime)
-        wait_until_serving(started, settings.runtime)
-    return attach_in_tui(settings, name)
+        return attach_in_tui(settings, name)
+    started = spawn(argv, name, settings.runtime)
+    wait_until_serving(started, settings.runtime)
+    try:
+        return attach_in_tui(settings, name)
+    except JobNotRunning:
+        # A short job (a score run, a small load) can end between answering and the console's attach:
+        # its outcome is its exit code, and what it printed is in its output file.
+        code = wait_for_exit(started)
+        print(f"opsconsole: {name} finished (exit {code}) before the console attached; "
+              f"its output is in {started.output}")
+        return code
