@@ -39,10 +39,16 @@ _COLUMNS = ("event_key", "experiment_name", "config_hash", "market_id", "result_
 _TYPES = ("text", "text", "text", "text", "bigint", "text", "text", "text", "float8", "smallint", "float8",
           "float8", "float8", "float8", "timestamptz", "timestamptz", "float8", "float8", "text")
 
-# Only a change in what the score is computed from (the probability, the resolution) touches a row.
+# Rows arrive by COPY into a temporary table (psycopg's C path; binding 19 Python lists as arrays
+# costs ~10x more at 100k rows), then one upsert. Only a change in what the score is computed from
+# (the probability, the resolution) touches a row.
+_STAGE_SCORES = f"""
+CREATE TEMP TABLE _scores_in ({", ".join(f"{c} {t}" for c, t in zip(_COLUMNS, _TYPES, strict=True))}) ON COMMIT DROP
+"""
+_COPY_SCORES = f"COPY _scores_in ({', '.join(_COLUMNS)}) FROM STDIN"
 UPSERT_SCORES = f"""
 INSERT INTO forecast_scores ({", ".join(_COLUMNS)})
-SELECT * FROM unnest({", ".join(f"%({c})s::{t}[]" for c, t in zip(_COLUMNS, _TYPES, strict=True))})
+SELECT {", ".join(_COLUMNS)} FROM _scores_in
 ON CONFLICT (event_key, experiment_name, config_hash, market_id) DO UPDATE
    SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS[4:])}, updated_at = now()
  WHERE (forecast_scores.status, forecast_scores.probability, forecast_scores.outcome, forecast_scores.payout_yes,
@@ -106,10 +112,13 @@ async def upsert_scores(pg: Postgres, rows: Sequence[dict[str, Any]]) -> int:
     """Write scores; returns how many rows were inserted or changed (0 on an unchanged rerun)."""
     if not rows:
         return 0
-    params = {c: [r[c] for r in rows] for c in _COLUMNS}
-
     async def go(conn: psycopg.AsyncConnection[Any]) -> int:
-        cur = await conn.execute(UPSERT_SCORES, params)
+        cur = conn.cursor()  # Postgres.run holds one transaction: the temp table goes with it
+        await cur.execute(_STAGE_SCORES)
+        async with cur.copy(_COPY_SCORES) as copy:
+            for r in rows:
+                await copy.write_row(tuple(r[c] for c in _COLUMNS))
+        await cur.execute(UPSERT_SCORES)
         return cur.rowcount
 
     return await pg.run(go)
