@@ -23,7 +23,8 @@ from engine.errors import OpsError
 from engine.events import Summary
 from engine.files import atomic_write_json
 from engine.runner import JobContext
-from engine.scoring.gamma import BATCH_SIZE, GammaLookup, ResolutionSource, SnapshotLookup
+from engine.scoring.enriched import enrichment_resolutions
+from engine.scoring.gamma import BATCH_SIZE, GammaLookup, Lookup, ResolutionSource, SnapshotLookup
 from engine.scoring.metrics import BASELINE, RESAMPLES, SEED, brier, leaderboard, log_loss
 from engine.scoring.resolution import NotResolved, Resolution, resolution_of
 from engine.scoring.store import Filters, Forecast, load_forecasts, load_scores, upsert_scores
@@ -105,7 +106,8 @@ class Tally:
     missing: list[str] = field(default_factory=list)
     invalid: list[dict[str, str]] = field(default_factory=list)
     markets: dict[str, int] = field(default_factory=lambda: {"resolved": 0, "void": 0, "pending": 0, "missing": 0,
-                                                             "not_scoreable": 0, "unchecked": 0})
+                                                             "not_scoreable": 0, "unchecked": 0,
+                                                             "from_enrichment": 0})
 
 
 class ScoreJob:
@@ -152,7 +154,10 @@ class ScoreJob:
             ctx.log(f"not scored: {bad['experiment']} {bad['event_key']} market {bad['market_id']}: {bad['reason']}",
                     level="WARNING", step="score")
         market_ids = sorted(by_market)
-        ctx.log(f"{tally.forecasts} stored forecast(s) over {len(market_ids)} market(s); asking {source.description}",
+        enriched = await enrichment_resolutions(ctx.settings, market_ids)
+        ctx.log(f"{tally.forecasts} stored forecast(s) over {len(market_ids)} market(s); "
+                f"{len(enriched.by_market)} resolved in the enrichment's market_resolutions"
+                f"{f' ({enriched.note})' if enriched.note else ''}; asking {source.description} for the rest",
                 step="score")
         outage = ""
         stopped = False
@@ -164,8 +169,9 @@ class ScoreJob:
             # A snapshot has no requests to keep small: bigger batches save round trips to Postgres.
             size = SNAPSHOT_BATCH if self.options.source is not None else ctx.control.live.batch_size
             batch = market_ids[done:done + size]
+            ask = [mid for mid in batch if mid not in enriched.by_market]
             try:
-                found = await source.lookup(batch)
+                found = await source.lookup(ask) if ask else Lookup()
             except GammaError as exc:
                 outage = str(exc)
                 ctx.failure("gamma", f"{len(market_ids) - done} market(s) not checked: {exc}", retriable=True,
@@ -174,7 +180,12 @@ class ScoreJob:
             tally.requests += found.requests
             rows: list[dict[str, Any]] = []
             for mid in batch:
-                self._classify(ctx, mid, by_market[mid], found.markets.get(mid), source.description, tally, rows)
+                known = enriched.by_market.get(mid)
+                if known is not None:
+                    tally.markets["from_enrichment"] += 1
+                    self._score(known, by_market[mid], tally, rows)
+                else:
+                    self._classify(ctx, mid, by_market[mid], found.markets.get(mid), tally, rows)
             tally.changed += await upsert_scores(pg, rows)
             done += len(batch)
             ctx.progress("score", done, len(market_ids), unit="markets")
@@ -197,7 +208,7 @@ class ScoreJob:
             raise ScoringIncomplete(f"scoring incomplete: {tally.markets['unchecked']} market(s) not checked "
                                     f"({outage}); {tally.scored} forecast(s) scored and stored — rerun to finish")
 
-    def _classify(self, ctx: JobContext, mid: str, fs: list[Forecast], market: Any, where: str, tally: Tally,
+    def _classify(self, ctx: JobContext, mid: str, fs: list[Forecast], market: Any, tally: Tally,
                   rows: list[dict[str, Any]]) -> None:
         if market is None:
             tally.missing.append(mid)
@@ -213,13 +224,17 @@ class ScoreJob:
                 tally.markets["not_scoreable"] += 1
                 ctx.log(f"market {mid} cannot be scored: {res.reason}", level="WARNING", step="score")
             return
+        self._score(res, fs, tally, rows)
+
+    @staticmethod
+    def _score(res: Resolution, fs: list[Forecast], tally: Tally, rows: list[dict[str, Any]]) -> None:
         tally.markets["void" if res.y is None else "resolved"] += 1
         for f in fs:
             p = probability_of_outcome0(f, res)
             if p is None:
                 reason = f"no probability for outcome 0 ({f.outcome0 or res.outcome0!r}) among {sorted(f.probs)}"
                 tally.invalid.append({"event_key": f.event_key, "experiment": f.experiment_name,
-                                      "config_hash": f.config_hash, "market_id": mid, "reason": reason})
+                                      "config_hash": f.config_hash, "market_id": res.market_id, "reason": reason})
                 continue
             row = score_row(f, res, p)
             rows.append(row)

@@ -1,9 +1,9 @@
 """Is a closed Gamma market resolved, and to which outcome?
 
 Step C's rule: a resolution needs `closed` and final `outcomePrices`, each >= 0 and summing to 1.
-`umaResolutionStatus` is never consulted (it lags and is sometimes absent). A shared rule is being
-written into engine/enrichment/resolution_rule.py; until it lands, this small function is the
-scoring job's copy and the one place to switch over.
+`umaResolutionStatus` is never consulted (it lags and is sometimes absent). The payout clauses are
+`resolution_rule.payouts_problem`, the rule Step C, the loaders and Step D apply; scoring adds only
+that the prices be final (one side 1, or 50/50).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from datetime import datetime
 from decimal import Decimal
 
 from engine.enrichment.gamma import GammaMarket
+from engine.enrichment.resolution_rule import payouts_problem
 from engine.pipeline.gamma import parse_iso
 
-_SUM_TOLERANCE = Decimal("0.000001")
 _ONE = Decimal(1)
 _HALF = Decimal("0.5")
 
@@ -52,8 +52,9 @@ def resolution_of(m: GammaMarket, source: str) -> Resolution | NotResolved:
     if len(m.outcome_prices) != 2 or len(m.outcomes) not in (0, 2):
         return NotResolved(m.id, f"not a binary market ({len(m.outcome_prices)} outcome prices)", pending=False)
     yes, no = m.outcome_prices
-    if yes < 0 or no < 0 or abs(yes + no - _ONE) > _SUM_TOLERANCE:
-        return NotResolved(m.id, f"outcomePrices {[str(yes), str(no)]} are not payouts (each >= 0, sum 1)", pending=True)
+    problem = payouts_problem([yes, no])
+    if problem is not None:
+        return NotResolved(m.id, f"outcomePrices {[str(yes), str(no)]} are not payouts ({problem})", pending=True)
     # Final means a settled payout: one side 1, or the 50/50 split. A closed market still showing
     # 0.97/0.03 has not settled yet; it is pending, not scored against a guess.
     if not ({yes, no} <= {Decimal(0), _ONE} or (yes == _HALF and no == _HALF)):

@@ -329,6 +329,12 @@ class ChdbClickHouse(ClickHouse):
             return sess
 
     @staticmethod
+    def is_open(path: Path) -> bool:
+        """Whether this process holds the chDB session (and its lock) for `path`."""
+        with _chdb_guard:
+            return str(path.expanduser().resolve()) in _chdb_open
+
+    @staticmethod
     def close_all() -> None:
         with _chdb_guard:
             for sess, lock in _chdb_open.values():

@@ -4,15 +4,22 @@ hand computation; void, pending, missing and invalid forecasts are counted, neve
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from engine.control import Control
-from engine.events import Event, Failure, JobState, Progress
+from engine.enrichment.schema import RESOLUTION_COLUMNS, ensure_schema
+from engine.events import Event, Failure, JobState, LogLine, Progress
 from engine.scoring.job import ScoreOptions
 from engine.scoring.metrics import SEED
 from engine.settings import Settings
+from engine.stores.clickhouse import ChdbClickHouse, open_clickhouse
 from tests.scoring.conftest import BASELINE, GEMINI, OPENAI, run_score, score_rows, seed
 from tests.scoring.gamma_closed import GammaClosed, closed_market
 
@@ -166,3 +173,47 @@ async def test_since_keeps_only_later_forecasts(score_settings: Settings, gamma:
     (only,) = run.summary["variants"]
     assert only["experiment"] == OPENAI and only["n"] == 1 and only["brier"] == pytest.approx(0.25)
     assert only["paired_n"] == 0 and only["bss_vs_baseline"] is None  # no baseline forecast to pair with
+
+
+async def test_the_enrichments_resolutions_come_first(score_settings: Settings, gamma: GammaClosed) -> None:
+    """A market that `market_resolutions` holds is scored from it, and Gamma is not asked about it.
+    Gamma says 102 resolved No; the enrichment says Yes (say, a corrected resolution Step C fetched)."""
+    ch = open_clickhouse(score_settings)
+    try:
+        ensure_schema(ch)
+        at = datetime(2026, 11, 30, 12, tzinfo=timezone.utc).replace(tzinfo=None)
+        ch.insert_rows("market_resolutions", RESOLUTION_COLUMNS,
+                       [("0xc102", "102", [Decimal(1), Decimal(0)], at, "test", at)])
+    finally:
+        ChdbClickHouse.close_all()
+    await seed(score_settings)
+    run = await run_score(score_settings)
+    assert run.outcome.state is JobState.DONE, run.outcome.error
+    assert run.summary["markets"]["from_enrichment"] == 1
+    assert all("102" not in q["id"] for q in gamma.requests)
+    stored = score_rows(score_settings)
+    assert stored[("E1", BASELINE, "b1", "102")][:3] == ("scored", 0.3, 1)
+    # The read released the embedded store: an enrichment job can take it now.
+    assert not ChdbClickHouse.is_open(score_settings.clickhouse_dir)
+
+
+async def test_a_busy_enrichment_store_falls_back_to_gamma(score_settings: Settings, gamma: GammaClosed) -> None:
+    """Another process holds the embedded chDB (a running Step D): scoring asks Gamma and says why."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from engine.settings import load_settings\nfrom engine.stores.clickhouse import open_clickhouse\n"
+         "open_clickhouse(load_settings(runtime_dir=sys.argv[1]))\nprint('holding', flush=True)\ntime.sleep(120)",
+         str(score_settings.runtime)],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        await seed(score_settings)
+        run = await run_score(score_settings)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run.outcome.state is JobState.DONE, run.outcome.error
+    assert run.summary["markets"]["from_enrichment"] == 0
+    assert any("102" in q["id"] for q in gamma.requests)
+    said = [e.message for e in run.events if isinstance(e, LogLine) and "market_resolutions" in e.message]
+    assert said and "not available" in said[0] and str(holder.pid) in said[0], said
