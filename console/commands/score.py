@@ -58,7 +58,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.scoring.job import ScoreJob, ScoreOptions, summary_json
+    from engine.scoring.job import ScoreJob, ScoreOptions, last_summary_path, summary_json
     from engine.scoring.report import format_table
 
     settings = settings_from(args)
@@ -74,13 +74,10 @@ def run(args: argparse.Namespace) -> int:
         code = finish(anyio.run(lambda: run_headless(job, settings, log_format=args.log_format, stream=sys.stderr)))
     elif wants_ui(args) and getattr(args, "argv", None) is not None:
         # On a terminal the job runs as its own process with the console attached; it leaves its
-        # summary in a file, so the leaderboard is still printed here once the console closes.
-        summary_file = args.summary_path or settings.runtime / "score.summary.json"
-        if args.summary_path is None:
-            args.argv = [*args.argv, "--summary-path", str(summary_file)]
+        # summary in the runtime dir, so the leaderboard is still printed here once the console closes.
         started = time.time()
         code = run_job_command(job, settings, args)
-        job.summary = _summary_written_since(summary_file, started)
+        job.summary = _summary_written_since(last_summary_path(settings.runtime), started)
         if job.summary is None and code == 0:
             sys.stderr.write("score: no summary yet (still running detached?); see `opsconsole status`\n")
     else:

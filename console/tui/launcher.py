@@ -74,6 +74,12 @@ def _pipeline_dry_run(offline: bool) -> Callable[[Settings], Any]:
     return make
 
 
+def _score(settings: Settings) -> Any:
+    from engine.scoring.job import ScoreJob
+
+    return ScoreJob()  # the same job as `opsconsole score`: every stored forecast, Gamma by id
+
+
 @dataclass(frozen=True)
 class Entry:
     id: str
@@ -96,6 +102,10 @@ ENTRIES: tuple[Entry, ...] = (
           "engine.pipeline.job", _pipeline_dry_run(offline=False)),
     Entry("pipeline-sample", "Pipeline dry run (sample)", "the same on the bundled market snapshot: no network needed",
           "engine.pipeline.job", _pipeline_dry_run(offline=True)),
+    Entry("score", "Score forecasts", "score stored forecasts whose markets resolved (Brier, log loss, skill vs "
+          "the baseline)", "engine.scoring.job", _score),
+    Entry("scores", "Scores", "the leaderboard and reliability diagrams of the last scoring run", "engine.scoring.job",
+          None),
     Entry("selftest", "Selftest", "a small job that exercises pause/resume/stop and checkpoints; no stores",
           "engine.jobs.selftest", _selftest),
 )
@@ -118,6 +128,7 @@ ARGV: dict[str, Callable[[Settings], list[str]]] = {
     "step-e": lambda s: ["enrich", "--step", "E"],
     "pipeline": _pipeline_argv(offline=False),
     "pipeline-sample": _pipeline_argv(offline=True),
+    "score": lambda s: ["score"],
     "selftest": lambda s: ["selftest", "--units", "200", "--unit-seconds", "0.05"],
 }
 
@@ -192,6 +203,13 @@ class LauncherGates(Message):
         self.gates = gates
         self.error = error
         self.ts = ts
+
+
+class ScoresRead(Message):
+    def __init__(self, summary: dict[str, Any] | None, error: str) -> None:
+        super().__init__()
+        self.summary = summary
+        self.error = error
 
 
 class RunningRead(Message):
@@ -326,6 +344,33 @@ class LauncherScreen(Screen[None]):
             self.gates_view.gates_error = message.error
         self.query_one("#gates", GatesPanel).show(self.gates_view)
 
+    @work(group="scores", thread=True, exit_on_error=False)
+    def read_scores(self) -> None:
+        from engine.scoring.job import last_summary_path
+
+        assert self.settings is not None
+        path = last_summary_path(self.settings.runtime)
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            self.post_message(ScoresRead(None, "no scores yet: choose Score forecasts (or run `opsconsole score`)"))
+        except (OSError, ValueError) as exc:
+            self.post_message(ScoresRead(None, f"unreadable {path.name}: {exc}"))
+        else:
+            if isinstance(summary, dict) and {"variants", "bootstrap", "missing", "invalid"} <= set(summary):
+                self.post_message(ScoresRead(summary, ""))
+            else:
+                self.post_message(ScoresRead(None, f"{path.name} is not a scoring summary"))
+
+    @on(ScoresRead)
+    def show_scores(self, message: ScoresRead) -> None:
+        from console.tui.scores import ScoresScreen
+
+        if message.summary is None:
+            self.notify(message.error, severity="warning", timeout=8)
+            return
+        self.app.push_screen(ScoresScreen(message.summary))
+
     # --- starting things -----------------------------------------------------------------------------
     @on(OptionList.OptionSelected)
     def selected(self, event: OptionList.OptionSelected) -> None:
@@ -345,6 +390,9 @@ class LauncherScreen(Screen[None]):
             return
         if self.settings is None:
             self.notify("no settings loaded", severity="error")
+            return
+        if entry.id == "scores":
+            self.read_scores()
             return
         if entry.factory is None:
             self.query_one("#gates", GatesPanel).show(self.gates_view, refreshing=True)

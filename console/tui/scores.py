@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import App, ComposeResult
+from textual.screen import Screen
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Static
@@ -91,22 +92,43 @@ class ReliabilityDiagram(Static):
         self.update(reliability_text(variant))
 
 
-class ScoresApp(App[None]):
-    """`opsconsole score --view`: the leaderboard of one scoring summary."""
+# (label, summary key, best first when sorted ascending?) for the sort key `s` cycles through.
+SORTS: tuple[tuple[str, str, bool], ...] = (
+    ("Brier", "brier", True), ("log loss", "log_loss", True), ("BSS", "bss_vs_baseline", False), ("n", "n", False),
+)
 
-    TITLE = "Forecast scores"
-    CSS = """
-    #counts { height: auto; padding: 0 1; }
-    #board { height: 1fr; }
-    #leaderboard { width: 1fr; }
-    #reliability { width: 48; padding: 0 1; }
-    #footnote { height: auto; padding: 0 1; color: $text-muted; }
+
+def sorted_variants(variants: list[dict[str, Any]], key: str, ascending: bool) -> list[int]:
+    """Row order: the reference (baseline) first, then the others by `key`; missing values last."""
+    ref = [i for i, v in enumerate(variants) if v.get("reference")]
+    rest = [i for i, v in enumerate(variants) if not v.get("reference")]
+    known = [i for i in rest if variants[i].get(key) is not None]
+    unknown = [i for i in rest if variants[i].get(key) is None]
+    known.sort(key=lambda i: variants[i][key], reverse=not ascending)
+    return ref + known + unknown
+
+
+class ScoresScreen(Screen[None]):
+    """The leaderboard of one scoring summary, with the highlighted variant's reliability diagram."""
+
+    DEFAULT_CSS = """
+    ScoresScreen #counts { height: auto; padding: 0 1; }
+    ScoresScreen #board { height: 1fr; }
+    ScoresScreen #leaderboard { width: 1fr; }
+    ScoresScreen #reliability { width: 48; padding: 0 1; }
+    ScoresScreen #footnote { height: auto; padding: 0 1; color: $text-muted; }
     """
-    BINDINGS = [Binding("q", "quit", "quit")]
+    BINDINGS = [
+        Binding("s", "sort", "sort", tooltip="sort the variants by the next column (the baseline stays on top)",
+                id="scores.sort"),
+        Binding("q,escape", "leave", "back", tooltip="leave the Scores view", id="scores.leave"),
+    ]
 
-    def __init__(self, summary: dict[str, Any]) -> None:
+    def __init__(self, summary: dict[str, Any], *, standalone: bool = False) -> None:
         super().__init__()
         self.summary = summary
+        self.standalone = standalone  # the whole app (`score --view`): leaving quits
+        self.sort_index = 0
 
     def compose(self) -> ComposeResult:
         s = self.summary
@@ -115,22 +137,56 @@ class ScoresApp(App[None]):
         with Horizontal(id="board"):
             yield DataTable(id="leaderboard", cursor_type="row", zebra_stripes=True)
             yield ReliabilityDiagram(id="reliability")
-        boot = s["bootstrap"]
-        yield Static(f"BSS vs {s['baseline']} on markets both forecast; 95% paired bootstrap, "
-                     f"{boot['resamples']} resamples, seed {boot['seed']}", id="footnote")
+        yield Static(id="footnote")
         yield Footer()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         table.add_columns("variant", "config", "n", "Brier", "log loss", "BSS", "BSS 95% CI", "paired")
-        for i, v in enumerate(self.summary["variants"]):
+        self._fill()
+
+    def _fill(self) -> None:
+        label, key, ascending = SORTS[self.sort_index]
+        variants = self.summary["variants"]
+        table = self.query_one(DataTable)
+        table.clear()
+        order = sorted_variants(variants, key, ascending)
+        for i in order:
+            v = variants[i]
             name = Text(v["experiment"] + "  (reference)", "bold") if v.get("reference") else Text(v["experiment"])
             table.add_row(name, v["config_hash"][:8], str(v["n"]), _f(v["brier"]), _f(v["log_loss"]),
                           _f(v["bss_vs_baseline"], 3), _ci(v["bss_ci95"]), str(v["paired_n"]), key=str(i))
-        variants = self.summary["variants"]
-        self.query_one(ReliabilityDiagram).show(variants[0] if variants else None)
+        boot = self.summary["bootstrap"]
+        self.query_one("#footnote", Static).update(
+            f"sorted by {label} (s: next) · BSS vs {self.summary['baseline']} on markets both forecast; "
+            f"95% paired bootstrap, {boot['resamples']} resamples, seed {boot['seed']}")
+        table.move_cursor(row=0)
+        self.query_one(ReliabilityDiagram).show(variants[order[0]] if order else None)
+
+    def action_sort(self) -> None:
+        self.sort_index = (self.sort_index + 1) % len(SORTS)
+        self._fill()
+
+    def action_leave(self) -> None:
+        if self.standalone:
+            self.app.exit()
+        else:
+            self.app.pop_screen()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         variants = self.summary["variants"]
         if event.row_key.value is not None and variants:
             self.query_one(ReliabilityDiagram).show(variants[int(event.row_key.value)])
+
+
+class ScoresApp(App[None]):
+    """`opsconsole score --view`: the Scores view on its own."""
+
+    TITLE = "Forecast scores"
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        super().__init__()
+        self.summary = summary
+
+    def on_mount(self) -> None:
+        self.push_screen(ScoresScreen(self.summary, standalone=True))

@@ -31,6 +31,10 @@ from engine.scoring.store import Filters, Forecast, load_forecasts, load_scores,
 from engine.stores.postgres import Postgres
 
 
+def last_summary_path(runtime: Path) -> Path:
+    return runtime / "score.last.json"
+
+
 SNAPSHOT_BATCH = 2000  # markets per batch when reading --source (pause/stop still hold between batches)
 
 
@@ -201,6 +205,8 @@ class ScoreJob:
         status = "incomplete" if outage else "stopped" if stopped else "completed"
         self.summary = build_summary(board, tally, status=status, source=source.description,
                                      resamples=self.options.resamples, seed=self.options.seed, error=outage)
+        # The last run's summary, always: the console's Scores view and `score` on a terminal read it.
+        atomic_write_json(last_summary_path(ctx.settings.runtime), self.summary)
         if self.options.summary_path is not None:
             atomic_write_json(self.options.summary_path, self.summary)
         ctx.emit(Summary(job=self.name, data={k: v for k, v in self.summary.items() if k != "variants"}))

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from textual.widgets import DataTable, Static
+
 from console.tui.scores import ReliabilityDiagram, ScoresApp, reliability_text
 from engine.scoring.job import Tally, build_summary
 from engine.scoring.metrics import BASELINE, Score, brier, leaderboard, log_loss
@@ -35,10 +37,31 @@ async def test_diagram_follows_the_highlighted_row() -> None:
     s = summary()
     app = ScoresApp(s)
     async with app.run_test(size=(110, 30)) as pilot:
-        diagram = app.query_one(ReliabilityDiagram)
+        diagram = app.screen.query_one(ReliabilityDiagram)
         assert str(diagram.render()) == str(reliability_text(s["variants"][0]))
         assert BASELINE in str(diagram.render())
         await pilot.press("down")
         await pilot.pause()
         assert "openai:forecast:gpt5" in str(diagram.render())
         assert str(diagram.render()) != str(reliability_text(s["variants"][0]))
+
+
+@pytest.mark.anyio
+async def test_sorting_keeps_the_baseline_on_top() -> None:
+    s = summary()
+    s["variants"].append({**s["variants"][1], "experiment": "gemini:forecast:flash", "brier": 0.001,
+                          "bss_vs_baseline": 0.99, "n": 3})
+    app = ScoresApp(s)
+    async with app.run_test(size=(110, 30)) as pilot:
+        table = app.screen.query_one(DataTable)
+
+        def order() -> list[str]:
+            return [str(table.get_row_at(r)[0]).split("  ")[0] for r in range(table.row_count)]
+
+        assert order() == [BASELINE, "gemini:forecast:flash", "openai:forecast:gpt5"]  # Brier, lowest first
+        await pilot.press("s")  # log loss: the appended copy shares openai's, the stable sort keeps the order
+        await pilot.press("s")  # BSS, highest first
+        assert order() == [BASELINE, "gemini:forecast:flash", "openai:forecast:gpt5"]
+        await pilot.press("s")  # n, highest first: openai's 6 before the copy's 3
+        assert order() == [BASELINE, "openai:forecast:gpt5", "gemini:forecast:flash"]
+        assert "sorted by n" in str(app.screen.query_one("#footnote", Static).render())

@@ -248,3 +248,31 @@ def test_launcher_marks_a_step_d_whose_process_is_gone_as_interrupted(tmp_path) 
     (runtime / "full-enrichment.pid").write_text(f"{os.getpid()}\n")  # alive: not interrupted
     checkpoint, _ = read_info(runtime)
     assert "interrupted" not in checkpoint
+
+
+async def test_launcher_opens_the_scores_of_the_last_scoring_run(light_settings) -> None:
+    from console.tui.scores import ScoresScreen
+    from engine.scoring.job import Tally, build_summary, last_summary_path
+
+    runtime = light_settings.runtime
+    runtime.mkdir(parents=True)
+    app = OpsConsoleApp(light_settings, gates_interval=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        launcher = app.screen
+        assert isinstance(launcher, LauncherScreen)
+        launcher.start("scores")  # nothing scored yet: it says so and stays
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.screen is launcher
+        assert any("no scores yet" in n.message for n in app._notifications)
+
+        summary = build_summary([], Tally(scored=0, pending=3), status="completed", source="snapshot",
+                                resamples=2000, seed=1)
+        last_summary_path(runtime).write_text(json.dumps(summary))
+        launcher.start("scores")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert isinstance(app.screen, ScoresScreen)
+        assert "pending 3" in str(app.screen.query_one("#counts").render())
+        await pilot.press("q")  # back to the launcher
+        assert app.screen is launcher
