@@ -16,7 +16,8 @@ Hostile or broken clients never slow or break the job:
 * every task here catches everything: the endpoint's task group wraps the job's, and a failure
   in it must never cancel the job.
 
-Every cut-off and refusal is written to the job's log as a WARNING.
+Every cut-off is written to the job's log as a WARNING; refusals too, at most one line per
+REFUSAL_LOG_EVERY_S with a count of the others.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ QueryHandler = Callable[[dict[str, Any]], Awaitable[Any]]
 KNOWN_QUERIES = ("gates", "mutations", "refresh_gates")
 
 MAX_CLIENTS = 32
+REFUSAL_LOG_EVERY_S = 10.0  # at most one "refused" WARNING per this many seconds (the rest are counted)
 MAX_BACKLOG = 10_000  # undelivered non-coalescable events per client
 SEND_TIMEOUT = 30.0  # seconds one write may wait for a client that reads nothing
 MAX_BAD_LINES = 3
@@ -126,6 +128,8 @@ class JobEndpoint:
         self._listener: SocketListener | None = None
         self._tg: TaskGroup | None = None
         self._closing = False
+        self._refusal_logged_at = 0.0
+        self._refused_unlogged = 0
         self._encoded: OrderedDict[int, tuple[Event, bytes]] = OrderedDict()
         bus.add_listener(self.snapshot)
         bus.add_listener(self._count)
@@ -217,9 +221,20 @@ class JobEndpoint:
             first += wire.encode(wire.snapshot(self.snapshot.to_dict()))
             self._tg.start_soon(self._serve_client, client, first)
 
+    def _log_refusal(self, reason: str) -> None:
+        """One WARNING per REFUSAL_LOG_EVERY_S, counting the refusals in between: a script that
+        opens thousands of connections must not flood the job's log."""
+        self._refused_unlogged += 1
+        now = time.monotonic()
+        if now - self._refusal_logged_at < REFUSAL_LOG_EVERY_S:
+            return
+        more = f" ({self._refused_unlogged} since the last such line)" if self._refusal_logged_at else ""
+        self._log(f"refused a console client: {reason}{more}", "WARNING")
+        self._refusal_logged_at, self._refused_unlogged = now, 0
+
     async def _refuse(self, stream: SocketStream) -> None:
         reason = f"too many console clients ({MAX_CLIENTS} connected)"
-        self._log(f"refused a console client: {reason}", "WARNING")
+        self._log_refusal(reason)
         try:
             with anyio.move_on_after(2):
                 await stream.send(wire.encode(wire.refused(reason)))
