@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from console.commands import add_job_args, positive_int, run_job_command, settings_from
 from engine.enrichment.demo import SCALES
 from engine.enrichment.gates import format_gates
+from engine.enrichment.gates_record import load_last_gates
 from engine.enrichment.job import DemoRequest, EnrichmentJob
 from engine.errors import ExitCode
 
@@ -30,7 +32,13 @@ def run(args: argparse.Namespace) -> int:
     job = EnrichmentJob.from_settings(settings, "all", demo=DemoRequest(args.scale, args.seed), run_gates=True,
                                       batch_size=args.batch_size)
     # Exit 3 when a closing gate FAILs comes from the job's outcome, as for `enrich`.
+    started = time.time()
     code = run_job_command(job, settings, args)
+    if not job.gates and code in (ExitCode.OK, ExitCode.GATES_FAILED):
+        # On a terminal the job ran in its own process (the console attached to it): its closing
+        # gates are in the runtime dir's record.
+        last = load_last_gates(settings.runtime, since=started)
+        job.gates = last[0] if last is not None else []
     if job.gates and code in (ExitCode.OK, ExitCode.GATES_FAILED):
         print(format_gates(job.gates))  # the closing gates, as a table after the run's output
         sys.stdout.flush()

@@ -8,7 +8,8 @@ import sys
 from typing import Any
 
 from console.commands import settings_from
-from engine.enrichment.gates import any_failed, compute_gates, format_gates
+from engine.enrichment.gates import any_failed, format_gates
+from engine.enrichment.gates_record import compute_and_save
 from console.commands.owner import ask_owner, typed
 from engine.errors import ExitCode, LockHeld
 from engine.events import GateResult
@@ -32,7 +33,7 @@ def gate_dicts(gates: list[Any]) -> list[dict[str, Any]]:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     try:
-        gates = compute_gates(open_clickhouse(settings))
+        gates = compute_and_save(open_clickhouse(settings), settings.runtime)
     except LockHeld as refused:
         # A job holds the embedded store: it computes the gates for us.
         job, data = ask_owner(settings, "gates", refused)

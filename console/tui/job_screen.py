@@ -257,8 +257,11 @@ class JobScreen(Screen[None]):
     def fetch_gates(self) -> None:
         try:
             from engine.enrichment.gates import compute_gates
+            from engine.enrichment.gates_record import compute_and_save
 
-            gates = list(compute_gates(self._clickhouse()))
+            settings = self.session.settings
+            ch = self._clickhouse()
+            gates = compute_gates(ch) if settings is None else compute_and_save(ch, settings.runtime)
         except Exception as exc:  # a store error is shown in the panel, never raised into the UI
             self.post_message(GatesFetched(None, f"gates failed: {redact(str(exc))[:200]}", self.clock()))
         else:

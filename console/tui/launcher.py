@@ -313,8 +313,13 @@ class LauncherScreen(Screen[None]):
 
     @work(group="info", thread=True, exit_on_error=False)
     def read_info_files(self) -> None:
+        from engine.enrichment.gates_record import load_last_gates
+
         assert self.settings is not None
         self.post_message(InfoRead(*read_info(self.settings.runtime)))
+        last = load_last_gates(self.settings.runtime)  # the latest gates anyone computed here
+        if last is not None and not self.gates_view.gates:
+            self.post_message(LauncherGates(last[0], "", last[1]))
 
     @on(InfoRead)
     def show_info(self, message: InfoRead) -> None:
@@ -326,11 +331,11 @@ class LauncherScreen(Screen[None]):
         import time
 
         try:
-            from engine.enrichment.gates import compute_gates
+            from engine.enrichment.gates_record import compute_and_save
             from engine.stores.clickhouse import open_clickhouse
 
             assert self.settings is not None
-            gates = list(compute_gates(open_clickhouse(self.settings)))
+            gates = compute_and_save(open_clickhouse(self.settings), self.settings.runtime)
         except Exception as exc:
             self.post_message(LauncherGates(None, f"gates failed: {redact(str(exc))[:200]}", time.time()))
         else:

@@ -15,7 +15,8 @@ import anyio
 from pydantic import BaseModel, ValidationError
 
 from engine.enrichment.checkpoint import JOB_NAME, RemoteCheckpoints
-from engine.enrichment.gates import any_failed, compute_gates, format_gates
+from engine.enrichment.gates import any_failed, format_gates
+from engine.enrichment.gates_record import compute_and_save
 from engine.errors import BadInput
 from engine.events import GatesReported, Summary
 from engine.runner import JobContext
@@ -151,7 +152,7 @@ class EnrichmentJob:
             if remote is not None:
                 await remote.close()
         if self.run_gates:
-            self.gates = await anyio.to_thread.run_sync(compute_gates, ch)
+            self.gates = await anyio.to_thread.run_sync(compute_and_save, ch, ctx.settings.runtime)
             ctx.emit(GatesReported(job=ctx.name, gates=tuple(self.gates)))
             for line in format_gates(self.gates).splitlines():
                 ctx.log(line, level="WARNING" if any_failed(self.gates) and "FAIL" in line else "INFO", step="gates")
@@ -168,10 +169,10 @@ class EnrichmentJob:
         from engine.enrichment.mutations import pending_mutations
 
         async def gates(args: dict[str, Any]) -> Any:
-            return await anyio.to_thread.run_sync(compute_gates, ch)
+            return await anyio.to_thread.run_sync(compute_and_save, ch, ctx.settings.runtime)
 
         async def refresh_gates(args: dict[str, Any]) -> Any:
-            result = await anyio.to_thread.run_sync(compute_gates, ch)
+            result = await anyio.to_thread.run_sync(compute_and_save, ch, ctx.settings.runtime)
             ctx.emit(GatesReported(job=ctx.name, gates=tuple(result)))  # every console sees them
             return result
 

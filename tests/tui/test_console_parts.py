@@ -276,3 +276,18 @@ async def test_launcher_opens_the_scores_of_the_last_scoring_run(light_settings)
         assert "pending 3" in str(app.screen.query_one("#counts").render())
         await pilot.press("q")  # back to the launcher
         assert app.screen is launcher
+
+
+async def test_launcher_shows_the_last_gates_computed_here(light_settings) -> None:
+    from engine.enrichment.gates_record import save_last_gates
+    from engine.events import GateResult
+
+    runtime = light_settings.runtime
+    runtime.mkdir(parents=True)
+    save_last_gates(runtime, [GateResult(name="pnl_nulls", status="FAIL", actual=7, expected="0")], 1_700_000_000.0)
+    app = OpsConsoleApp(light_settings, gates_interval=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        panel = str(app.screen.query_one("#gates-body").render())
+        assert "pnl_nulls" in panel and "FAIL" in panel
