@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -124,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list_experiments:
         return list_experiments(args)
     from engine.pipeline.job import PipelineJob
+    from engine.last_result import load_last
     from engine.pipeline.summary import format_summary
 
     from engine.errors import BadInput
@@ -137,10 +139,12 @@ def run(args: argparse.Namespace) -> int:
         job: PipelineJob = PipelineWorkerJob(options_from(args))
     else:
         job = PipelineJob(options_from(args))  # validates flags and overrides before anything starts
+    started = time.time()
     code = run_job_command(job, settings, args)
+    if job.summary is None:
+        # On a terminal the run had its own process (the console attached to it): it left its summary.
+        job.summary = load_last(settings.runtime, "pipeline", since=started)
     if job.summary is not None:
         sys.stdout.write(format_summary(job.summary) + "\n")
         sys.stdout.flush()
-        if job.summary.get("status") == "failed" and code == 0:
-            code = 1
     return code

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from console.commands import add_job_args, run_job_command, settings_from, wants_ui
 from console.exit import finish
@@ -20,17 +18,6 @@ def _since(text: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD or ISO 8601): {text!r}") from None
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-
-
-def _summary_written_since(path: Path, since: float) -> dict[str, Any] | None:
-    """The summary a detached score job wrote at `path` after `since`, or None."""
-    try:
-        if path.stat().st_mtime < since - 1:
-            return None
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -58,7 +45,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.scoring.job import ScoreJob, ScoreOptions, last_summary_path, summary_json
+    from engine.last_result import load_last
+    from engine.scoring.job import ScoreJob, ScoreOptions, summary_json
     from engine.scoring.report import format_table
 
     settings = settings_from(args)
@@ -77,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         # summary in the runtime dir, so the leaderboard is still printed here once the console closes.
         started = time.time()
         code = run_job_command(job, settings, args)
-        job.summary = _summary_written_since(last_summary_path(settings.runtime), started)
+        job.summary = load_last(settings.runtime, job.name, since=started)
         if job.summary is None and code == 0:
             sys.stderr.write("score: no summary yet (still running detached?); see `opsconsole status`\n")
     else:

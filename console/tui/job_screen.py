@@ -41,7 +41,7 @@ from console.tui.widgets import (
     event_line,
 )
 from engine.errors import OpsError
-from engine.events import Event, Failure, JobState, MutationInfo, MutationStatus, GateResult
+from engine.events import Event, Failure, GateResult, JobState, MutationInfo, MutationStatus, StateChanged
 from engine.redact import redact
 from engine.runner import JobOutcome, run_job
 
@@ -195,7 +195,7 @@ class JobScreen(Screen[None]):
     async def relay_remote(self) -> None:
         """Attached to a job in another process: relay its socket onto this session's bus.
         Leaving (detach, quit, a killed console) only closes the connection; the job runs on."""
-        from console.tui.remote import RemoteControl, relay
+        from console.tui.remote import RemoteControl, outcome_from_log, relay
         from engine.endpoint_client import connect
 
         s = self.session
@@ -212,6 +212,13 @@ class JobScreen(Screen[None]):
             error = exc
         finally:
             s.control.client = None
+        if outcome is None:
+            # Gone before its final state reached us (a short job can end between the probe and
+            # this connection): its log's END line says how it ended.
+            ended = outcome_from_log(s.remote_runtime, s.name)
+            if ended is not None:
+                outcome, error = ended, None
+                s.bus.publish(StateChanged(job=s.name, state=ended.state, reason=ended.error))
         if outcome is None and error is None:
             error = OpsError(f"lost the connection to {s.name}; it may still be running "
                              "(`opsconsole status`, then `opsconsole attach`)")

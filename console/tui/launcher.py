@@ -176,9 +176,10 @@ def read_info(runtime: Path) -> tuple[str, str]:
             checkpoint = f"[$error]unreadable checkpoint {escape(str(cp_path))}: {escape(str(exc))}[/]"
     else:
         checkpoint = "[dim]no checkpoint yet (runtime/full-enrichment.state.json)[/]"
-    candidates = sorted(
-        (p for p in runtime.glob("*summary*.json") if p.is_file()), key=lambda p: p.stat().st_mtime, reverse=True
-    )
+    # The pipeline's own record of its last run, and summary files written with --summary-path.
+    found = [*runtime.glob("*summary*.json"), runtime / "pipeline.last.json"]
+    candidates = sorted((p for p in found if p.is_file() and not p.is_symlink()), key=lambda p: p.stat().st_mtime,
+                        reverse=True)
     if candidates:
         try:
             data = json.loads(candidates[0].read_text())
@@ -351,21 +352,16 @@ class LauncherScreen(Screen[None]):
 
     @work(group="scores", thread=True, exit_on_error=False)
     def read_scores(self) -> None:
-        from engine.scoring.job import last_summary_path
+        from engine.last_result import last_path, load_last
 
         assert self.settings is not None
-        path = last_summary_path(self.settings.runtime)
-        try:
-            summary = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            self.post_message(ScoresRead(None, "no scores yet: choose Score forecasts (or run `opsconsole score`)"))
-        except (OSError, ValueError) as exc:
-            self.post_message(ScoresRead(None, f"unreadable {path.name}: {exc}"))
+        summary = load_last(self.settings.runtime, "score")
+        if summary is not None and {"variants", "bootstrap", "missing", "invalid", "scored"} <= set(summary):
+            self.post_message(ScoresRead(summary, ""))
+        elif last_path(self.settings.runtime, "score").exists():
+            self.post_message(ScoresRead(None, "runtime/score.last.json is not a readable scoring summary"))
         else:
-            if isinstance(summary, dict) and {"variants", "bootstrap", "missing", "invalid"} <= set(summary):
-                self.post_message(ScoresRead(summary, ""))
-            else:
-                self.post_message(ScoresRead(None, f"{path.name} is not a scoring summary"))
+            self.post_message(ScoresRead(None, "no scores yet: choose Score forecasts (or run `opsconsole score`)"))
 
     @on(ScoresRead)
     def show_scores(self, message: ScoresRead) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError, create_model
@@ -169,3 +170,26 @@ async def relay(client: Any, control: RemoteControl, bus: EventBus) -> Any:
     if last is None or not last.state.final:
         return None
     return JobOutcome(last.state, last.reason if last.state is JobState.FAILED else "", gates_failed=gates_failed)
+
+
+def outcome_from_log(runtime: Path, job: str) -> Any:
+    """How the job's last run ended, from the END line of its log: for a job that ended before this
+    console could see its final state (a short job, or the connection dropped at the very end).
+    None when the last run has no END line (still running, or killed)."""
+    from console.commands.status import last_outcome
+    from engine.errors import ExitCode
+    from engine.runner import JobOutcome
+
+    record = last_outcome(runtime, job)
+    if record["exit"] is None:
+        return None
+    try:
+        state = JobState(record["outcome"])
+        code = ExitCode(record["exit"])
+    except ValueError:
+        return None
+    log = f"runtime/{job}.console.log"
+    if state is JobState.FAILED:
+        return JobOutcome(state, f"the job failed (exit {int(code)}); see {log}", error_code=code)
+    gates = ("see the job's log",) if code is ExitCode.GATES_FAILED else ()
+    return JobOutcome(state, gates_failed=gates)

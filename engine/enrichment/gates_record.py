@@ -1,4 +1,4 @@
-"""The last gates computed on this runtime, kept in `runtime/gates.last.json`.
+"""The last gates computed on this runtime, kept in `runtime/gates.last.json` (engine/last_result.py).
 
 Every place that computes the gates on the store (a job's closing gates, `opsconsole gates`, the
 launcher) records them here, so the launcher can show the latest results before anyone asks for new
@@ -7,45 +7,36 @@ ones, and a command whose job ran in another process (the console on a terminal)
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from engine.enrichment.gates import compute_gates
-from engine.errors import BadInput
 from engine.events import GateResult
-from engine.files import atomic_write_json, open_regular
+from engine.last_result import last_path, load_last, save_last
 from engine.stores.clickhouse import ClickHouse
 
-MAX_BYTES = 1 << 20  # five gates take a few hundred bytes; anything bigger is not ours
+NAME = "gates"
 
 
 def last_gates_path(runtime: Path) -> Path:
-    return runtime / "gates.last.json"
+    return last_path(runtime, NAME)
 
 
 def save_last_gates(runtime: Path, gates: list[GateResult], ts: float) -> None:
-    atomic_write_json(last_gates_path(runtime), {"ts": ts, "gates": [asdict(g) for g in gates]})
+    save_last(runtime, NAME, {"ts": ts, "gates": [asdict(g) for g in gates]})
 
 
 def load_last_gates(runtime: Path, since: float = 0.0) -> tuple[list[GateResult], float] | None:
     """(gates, when computed) when a record at least as recent as `since` exists and is readable."""
-    path = last_gates_path(runtime)
-    try:
-        fd = open_regular(path, os.O_RDONLY)
-    except (OSError, BadInput):
+    data = load_last(runtime, NAME)
+    if data is None:
         return None
-    with os.fdopen(fd, "rb") as fh:
-        raw = fh.read(MAX_BYTES + 1)
     try:
-        data: Any = json.loads(raw.decode("utf-8")) if len(raw) <= MAX_BYTES else None
         ts = float(data["ts"])
         gates = [GateResult(name=str(g["name"]), status=str(g["status"]), actual=g["actual"],
                             expected=str(g["expected"]), detail=str(g.get("detail", ""))) for g in data["gates"]]
-    except (ValueError, TypeError, KeyError, RecursionError):
+    except (ValueError, TypeError, KeyError):
         return None
     return (gates, ts) if ts >= since else None
 

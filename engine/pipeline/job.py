@@ -24,6 +24,7 @@ from typing import Any
 
 import anyio
 
+from engine.last_result import save_last
 from engine.errors import OpsError
 from engine.pipeline.config import Configs, PipelineConfig, PipelineLive
 from engine.pipeline.event_processor import EventProcessor
@@ -139,6 +140,10 @@ class PipelineJob:
             extra["summary_path"] = str(self.options.summary_path)
         summary = state.stats.summary(status, extra)
         self.summary = summary
+        try:  # the console's launcher and `pipeline` on a terminal read the last summary from here
+            save_last(state.ctx.settings.runtime, "pipeline", summary)
+        except OSError as exc:
+            state.ctx.log(f"could not record the summary in the runtime dir: {exc}", level="WARNING")
         if state.repo is not None:
             try:
                 await state.repo.finish_run(state.run_id, status, state.stats.counts(), summary, error)

@@ -22,6 +22,7 @@ from engine.enrichment.gamma import GammaError
 from engine.errors import OpsError
 from engine.events import Summary
 from engine.files import atomic_write_json
+from engine.last_result import save_last
 from engine.runner import JobContext
 from engine.scoring.enriched import enrichment_resolutions
 from engine.scoring.gamma import BATCH_SIZE, GammaLookup, Lookup, ResolutionSource, SnapshotLookup
@@ -29,10 +30,6 @@ from engine.scoring.metrics import BASELINE, RESAMPLES, SEED, brier, leaderboard
 from engine.scoring.resolution import NotResolved, Resolution, resolution_of
 from engine.scoring.store import Filters, Forecast, load_forecasts, load_scores, upsert_scores
 from engine.stores.postgres import Postgres
-
-
-def last_summary_path(runtime: Path) -> Path:
-    return runtime / "score.last.json"
 
 
 SNAPSHOT_BATCH = 2000  # markets per batch when reading --source (pause/stop still hold between batches)
@@ -206,7 +203,7 @@ class ScoreJob:
         self.summary = build_summary(board, tally, status=status, source=source.description,
                                      resamples=self.options.resamples, seed=self.options.seed, error=outage)
         # The last run's summary, always: the console's Scores view and `score` on a terminal read it.
-        atomic_write_json(last_summary_path(ctx.settings.runtime), self.summary)
+        save_last(ctx.settings.runtime, self.name, self.summary)
         if self.options.summary_path is not None:
             atomic_write_json(self.options.summary_path, self.summary)
         ctx.emit(Summary(job=self.name, data={k: v for k, v in self.summary.items() if k != "variants"}))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.enrichment.gates_record import MAX_BYTES, last_gates_path, load_last_gates, save_last_gates
+from engine.enrichment.gates_record import last_gates_path, load_last_gates, save_last_gates
 from engine.events import GateResult
+from engine.last_result import MAX_BYTES
 
 GATES = [GateResult(name="pnl_nulls", status="PASS", actual=0, expected="0"),
          GateResult(name="bad_markets", status="FAIL", actual=2, expected="0", detail="m1, m2")]

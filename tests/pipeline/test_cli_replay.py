@@ -11,6 +11,7 @@ import pytest
 from engine.pipeline.replay import replay_run
 from tests.conftest import OPSCONSOLE, REPO, subprocess_env
 from tests.pipeline.conftest import count, opts, rows, run_pipeline
+from tests.support.terminal import needs_tmux, run_on_terminal
 
 SNAPSHOT = REPO / "engine" / "pipeline" / "data" / "sample_markets.json"
 
@@ -34,6 +35,17 @@ def test_dry_run_on_the_bundled_snapshot_without_keys(tmp_path):
     assert data["suites"]["baseline"]["forecast_ok"] == 2 and data["counts"]["markets_seen"] == 5
     assert not (tmp_path / "rt" / "postgres").exists()  # a dry run never even starts the database
     assert list((tmp_path / "rt" / "debug-dumps").glob("*/baseline/*.json"))
+
+
+@needs_tmux
+def test_dry_run_on_a_terminal_prints_its_summary(tmp_path):
+    """On a terminal the run has its own process with the console attached; the summary is still
+    printed when the command returns (from runtime/pipeline.last.json), however quickly it ended."""
+    env = {"OPSCONSOLE_RUNTIME_DIR": str(tmp_path / "rt"), "OPENAI_API_KEY": "", "GEMINI_API_KEY": ""}
+    code, screen = run_on_terminal(["pipeline", "--dry-run", "--limit", "5", "--source", str(SNAPSHOT)], env,
+                                   tmp_path / "done")
+    assert code == "EXIT=0", screen
+    assert "Pipeline summary" in screen and "status completed_with_errors" in screen, screen
 
 
 def test_list_experiments_is_offline_and_reflects_filters_and_overrides(tmp_path):

@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import anyio
@@ -18,8 +13,7 @@ import pytest
 from console.cli import main
 from engine.settings import load_settings
 from tests.scoring.conftest import BASELINE, GEMINI, OPENAI, resolutions, seed
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.terminal import needs_tmux, run_on_terminal
 
 
 @pytest.fixture
@@ -75,27 +69,11 @@ def test_bad_since_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert "not a date" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is installed by .ci/run")
+@needs_tmux
 def test_table_on_a_terminal(env: Path, tmp_path: Path) -> None:
     """On a terminal the job runs detached with the console attached; a short score run can end before
     the console attaches. Either way the leaderboard is printed once the command returns."""
-    session = f"score-{os.getpid()}"
-    done = tmp_path / "done"
-    # A running tmux server starts commands with its own environment, so the settings go in the command.
     settings = {k: os.environ[k] for k in ("POSTGRES_URL", "OPSCONSOLE_RUNTIME_DIR", "POLYMARKET_BASE_URL")}
-    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in {**settings, "PYTHONPATH": str(REPO)}.items())
-    cmd = (f"cd {shlex.quote(str(REPO))} && env {exports} {shlex.quote(sys.executable)} -m console score --source "
-           f"{shlex.quote(str(env))}; echo EXIT=$? > {shlex.quote(str(done))}; sleep 60")
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "48", cmd], check=True)
-    try:
-        deadline = time.monotonic() + 90
-        while not done.exists() and time.monotonic() < deadline:
-            time.sleep(0.5)
-            # When the console did attach, it holds the finished job's screen until the operator leaves.
-            subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=False)
-        screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session, "-S", "-200"], capture_output=True,
-                                text=True).stdout
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
-    assert done.read_text().strip() == "EXIT=0", screen
+    code, screen = run_on_terminal(["score", "--source", str(env)], settings, tmp_path / "done")
+    assert code == "EXIT=0", screen
     assert f"{BASELINE} (ref)" in screen and OPENAI in screen, screen

@@ -252,7 +252,8 @@ def test_launcher_marks_a_step_d_whose_process_is_gone_as_interrupted(tmp_path) 
 
 async def test_launcher_opens_the_scores_of_the_last_scoring_run(light_settings) -> None:
     from console.tui.scores import ScoresScreen
-    from engine.scoring.job import Tally, build_summary, last_summary_path
+    from engine.last_result import save_last
+    from engine.scoring.job import Tally, build_summary
 
     runtime = light_settings.runtime
     runtime.mkdir(parents=True)
@@ -268,7 +269,7 @@ async def test_launcher_opens_the_scores_of_the_last_scoring_run(light_settings)
 
         summary = build_summary([], Tally(scored=0, pending=3), status="completed", source="snapshot",
                                 resamples=2000, seed=1)
-        last_summary_path(runtime).write_text(json.dumps(summary))
+        save_last(runtime, "score", summary)
         launcher.start("scores")
         await app.workers.wait_for_complete()
         await pilot.pause()
