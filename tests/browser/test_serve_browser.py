@@ -10,6 +10,7 @@ job's own answer on its socket (`opsconsole status --json`) and its log.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -30,7 +31,8 @@ from tests.durability.stepd_procs import Site, finish, fresh_pg_database
 from tests.endpoint.helpers import wait_until
 
 JOB = "full-enrichment"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Debian's chromium; OPSCONSOLE_TEST_CHROMIUM names another build of it.
+CHROMIUM = os.environ.get("OPSCONSOLE_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # Chromium on a closed network: no first-run, sync, component or background fetches (refused
 # connections otherwise), no GPU, no sandbox (CI runs as root).
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -38,7 +40,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 WAIT = 90.0  # bounds on waiting for a shared, busy machine; nothing here asserts on time
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="Debian's chromium is not installed (.ci/run installs it with apt-get)")
+                                reason=f"no Chromium at {CHROMIUM}: Debian's chromium is not installed (.ci/run installs it with apt-get)")
 
 
 def free_port() -> int:
