@@ -381,6 +381,14 @@ class LauncherScreen(Screen[None]):
         self.start(event.option.id or "")
 
     def action_start_selected(self) -> None:
+        # Enter is a priority binding, so it arrives here whichever list has focus: on the Running
+        # list it attaches, as that list says (before, it started the highlighted Start entry).
+        running = self.query_one("#running", OptionList)
+        if running.has_focus:
+            if running.option_count:  # nothing highlighted yet (focus just arrived): the first job
+                index = running.highlighted if running.highlighted is not None else 0
+                self.app.attach_job(running.get_option_at_index(index).id or "")  # type: ignore[attr-defined]
+            return
         ol = self.query_one("#entries", OptionList)
         if ol.highlighted is not None:
             self.start(ol.get_option_at_index(ol.highlighted).id or "")
