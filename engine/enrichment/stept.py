@@ -220,7 +220,10 @@ async def _walk(ctx: JobContext, ch: ClickHouse, api: DataApiClient, scope: Scop
         if fresh:
             report = await _load(ctx, ch, scope, offset, fresh)
             _count(result, report, activity)
-        walk = {"offset": offset + len(page), "top_ts": max([walk.get("top_ts") or 0, *stamps]) or None,
+        # Advance by the DISTINCT rows: a row the API sent twice took one place in its order, so
+        # counting both would skip the next page's first row. Too small an advance only re-reads.
+        distinct = len({json.dumps(r, sort_keys=True, default=str) for r in page})
+        walk = {"offset": offset + distinct, "top_ts": max([walk.get("top_ts") or 0, *stamps]) or None,
                 "last_page": fp}
         scopes[scope.key] = {"newest_ts": newest, "walk": walk}
         await anyio.to_thread.run_sync(atomic_write_json, path, state)
