@@ -85,6 +85,11 @@ class CanonicalTrade:
     def usd_value(self) -> Decimal:
         return (self.price * self.shares).quantize(Decimal(1).scaleb(-12))
 
+    def values(self, market_id: str) -> tuple[str, ...]:
+        """`row` as a tuple in CANONICAL_COLUMNS order (what the spool writer writes)."""
+        return (self.trade_id, self.wallet_address, market_id, self.condition_id, str(self.outcome_index), self.side,
+                f"{self.price:f}", f"{self.shares:f}", f"{self.usd_value:f}", "0", str(self.timestamp), self.tx_hash)
+
     def row(self, market_id: str) -> dict[str, str]:
         """The canonical row (strings, as a CSV holds them). `market_id` comes from markets_dim;
         until Step A knows the market it is the condition id (see polymarket_load)."""

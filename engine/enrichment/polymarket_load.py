@@ -134,6 +134,9 @@ def read_polymarket(path: Path, fmt: str = "auto") -> Iterator[tuple[str, dict[s
     if kind == "csv":
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+            if reader.fieldnames is None:
+                return
+            reader.fieldnames = [(k or "").strip() for k in reader.fieldnames]  # once, not per row
             start = 2  # a record spanning lines (a bio with newlines) is named by its first line
             for row in reader:
                 where = f"line {start}"
@@ -141,7 +144,7 @@ def read_polymarket(path: Path, fmt: str = "auto") -> Iterator[tuple[str, dict[s
                 if None in row:
                     yield where, None, f"{len(row[None])} more cells than the header has"
                     continue
-                yield where, {(k or "").strip(): v for k, v in row.items()}, ""
+                yield where, row, ""
         return
     for where, obj in _json_records(path, kind):
         if isinstance(obj, str):
@@ -230,8 +233,8 @@ class Converter:
 
     def __init__(self, out: TextIO, resolver: Resolver) -> None:
         self.stats = Conversion()
-        self.writer = csv.DictWriter(out, fieldnames=list(CANONICAL_COLUMNS), lineterminator="\n")
-        self.writer.writeheader()
+        self.writer = csv.writer(out, lineterminator="\n")
+        self.writer.writerow(CANONICAL_COLUMNS)
         self.resolver = resolver
         self.seen: set[int] = set()
         self.markets: OrderedDict[str, str | None] = OrderedDict()
@@ -276,7 +279,7 @@ class Converter:
             market = self.markets.get(t.condition_id)
             if market is None:
                 self.stats.placeholders += 1
-            self.writer.writerow(t.row(market or t.condition_id))
+            self.writer.writerow(t.values(market or t.condition_id))
         self.pending = []
 
 

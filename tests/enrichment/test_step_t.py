@@ -94,6 +94,17 @@ def test_the_offset_cap_ends_the_walk_and_is_reported(settings, ch) -> None:
     assert any("offset cap" in m for m in rec.messages("WARNING"))
 
 
+def test_a_400_past_the_offset_cap_ends_the_walk_too(settings, ch) -> None:
+    many = [match(M1, f"c4{i}", T0 + i, f"w{i}", "SELL", 1, Decimal("0.30"), [(f"v{i}", Decimal(2), "opposite")])
+            for i in range(6)]  # 12 rows
+    with DataApiServer(max_limit=4, offset_cap=4, past_cap="400") as server:
+        server.add(*many)
+        result, _, _ = _run(settings, ch, server, conditions=[M1.condition_id])
+        offsets = [int(q["offset"]) for q in _trades_queries(server)]
+    assert offsets == [0, 4, 8] and len(_ids(ch)) == 8
+    assert result["truncated"] == [f"market:{M1.condition_id}"] and result["status"] == "done"
+
+
 def test_stop_between_pages_then_resume_at_the_cursor(settings, ch) -> None:
     with DataApiServer(max_limit=2) as server:
         server.add(*matches())

@@ -8,7 +8,8 @@ taker's row (size = the sum of its makers') and one row per maker; `takerOnly=tr
 default) serves only the taker rows.
 
 Quirks (each switchable):
-* `offset_cap`: an offset past it is answered with the page at the cap again (the repeated last page);
+* `offset_cap`: an offset past it is answered with the page at the cap again (the repeated last page),
+  or with HTTP 400 (`past_cap="400"`);
 * `max_limit`: a larger `limit` is clamped, so pages can be shorter than asked without being the end;
 * `duplicate_every`: every n-th served row is sent twice in a row;
 * faults via `server.script` (JsonServer's): e.g. (429, {"Retry-After": "0"}, b"...") or a 500;
@@ -126,8 +127,9 @@ def activity(kind: str, who: str, ts: int, usdc: Decimal, name: str) -> dict[str
 
 class DataApiServer:
     def __init__(self, *, offset_cap: int | None = None, max_limit: int = 500, duplicate_every: int = 0,
-                 delay_s: float = 0.0) -> None:
+                 delay_s: float = 0.0, past_cap: str = "repeat") -> None:
         self.offset_cap = offset_cap
+        self.past_cap = past_cap  # "repeat" (the last page again) or "400" (as measured on busy markets)
         self.max_limit = max_limit
         self.duplicate_every = duplicate_every
         self.delay_s = delay_s
@@ -185,6 +187,8 @@ class DataApiServer:
                 and (not user or str(r.get("proxyWallet", "")).lower() == user)
                 and (not side or r.get("side") == side)]
         if self.offset_cap is not None and offset > self.offset_cap:
+            if self.past_cap == "400":
+                return json_reply({"error": f"offset must be <= {self.offset_cap}"}, 400)
             offset = self.offset_cap  # the real API's quirk: past its cap it serves the last page again
         page = rows[offset:offset + limit]
         out: list[dict[str, Any]] = []
