@@ -58,8 +58,8 @@ CANONICAL_COLUMNS = (
     "shares", "usd_value", "fee_usd", "timestamp", "tx_hash",
 )
 
-_ADDRESS = re.compile(r"^0x[0-9a-f]{40}$")
-_HASH64 = re.compile(r"^0x[0-9a-f]{64}$")
+ADDRESS = re.compile(r"^0x[0-9a-f]{40}$")  # lowercased
+HASH64 = re.compile(r"^0x[0-9a-f]{64}$")
 _TOKEN_ID = re.compile(r"^[0-9]{1,80}$")
 
 
@@ -175,7 +175,7 @@ def _address(record: Mapping[str, Any], name: str) -> str:
     text = _text(record, name).lower()  # checksummed case is only a checksum: lowercase is canonical
     if not text:
         raise RowRefused(f"{name} is missing")
-    if not _ADDRESS.match(text):
+    if not ADDRESS.match(text):
         raise RowRefused(f"{name} is not an address (0x + 40 hex digits): {_show(record.get(name))}")
     return text
 
@@ -184,7 +184,7 @@ def _hash64(record: Mapping[str, Any], name: str) -> str:
     text = _text(record, name).lower()
     if not text:
         raise RowRefused(f"{name} is missing")
-    if not _HASH64.match(text):
+    if not HASH64.match(text):
         raise RowRefused(f"{name} is not a 0x + 64 hex digit hash: {_show(record.get(name))}")
     return text
 

@@ -32,6 +32,7 @@ from typing import Any
 import anyio
 
 from engine.data_api import MAX_LIMIT, OFFSET_CAP, DataApiClient, DataApiError, OffsetCapReached
+from engine.enrichment.polymarket_format import ADDRESS, HASH64
 from engine.enrichment.polymarket_load import PolymarketReport, load_records
 from engine.errors import BadInput
 from engine.files import atomic_write_json
@@ -118,6 +119,12 @@ async def resolve_scopes(ctx: JobContext, ch: ClickHouse, client: DataApiClient,
                          event_slug: str | None, wallet: str | None) -> list[Scope]:
     user = wallet.strip().lower() if wallet else None
     conds: list[str] = [c.strip().lower() for c in conditions or [] if c.strip()]
+    # Refused here, before any request: the data-api would answer a malformed id with a 400.
+    if user is not None and not ADDRESS.match(user):
+        raise BadInput(f"--wallet {wallet!r} is not a wallet address (0x + 40 hex digits)")
+    for c in conds:
+        if not HASH64.match(c):
+            raise BadInput(f"--condition {c!r} is not a condition id (0x + 64 hex digits)")
     if event_slug:
         conds += await client.event_condition_ids(ctx.settings.polymarket_base_url, event_slug)
     if not conds and user is None:
