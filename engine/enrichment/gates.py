@@ -67,33 +67,31 @@ def compute_gates(ch: ClickHouse) -> list[GateResult]:
 # YES and NO share flows differ has a side missing — the data-api's default takerOnly=true lists
 # only the taker's row of every match — and its market is reported, not judged. Where every
 # transaction balances, |Σ realized_pnl_usd + Σ fee_usd| > 0.01 is a real error and FAILs.
-ONE_SIDED_MARKETS = """
-SELECT market_id, count() AS txs, countIf(abs(net_yes - net_no) > 0.01) AS unbalanced FROM (
-    SELECT market_id, tx_hash,
-           sumIf(if(side = 'BUY', shares, -shares), outcome_index = 0) AS net_yes,
-           sumIf(if(side = 'BUY', shares, -shares), outcome_index = 1) AS net_no
-    FROM $db.trades_raw WHERE is_resolved = 1
-    GROUP BY market_id, tx_hash
-) GROUP BY market_id HAVING unbalanced > 0
-"""
-ONE_SIDED_SUMMARY = f"SELECT count(), sum(unbalanced), groupArray(5)(market_id) FROM ({ONE_SIDED_MARKETS})"
-BAD_COMPLETE_MARKETS = f"""
-SELECT count(), groupArray(10)(market_id) FROM (
-    SELECT market_id, sum(ifNull(realized_pnl_usd, 0)) + sum(fee_usd) AS imbalance
-    FROM $db.trades_raw WHERE is_resolved = 1
-      AND market_id NOT IN (SELECT market_id FROM ({ONE_SIDED_MARKETS}))
+# One pass: per (market, transaction) the YES and NO share flows and the P&L; per market whether any
+# transaction is unbalanced and the market's imbalance. cityHash64(tx_hash): grouping by the 66-char
+# string costs more, and a collision could only merge two transactions of one market.
+VALUE_CONSERVATION = """
+SELECT countIf(unbalanced > 0), sumIf(unbalanced, unbalanced > 0), groupArrayIf(5)(market_id, unbalanced > 0),
+       countIf(unbalanced = 0 AND abs(imbalance) > 0.01), groupArrayIf(10)(market_id, unbalanced = 0 AND abs(imbalance) > 0.01)
+FROM (
+    SELECT market_id, countIf(abs(flow) > 10000) AS unbalanced, sum(pnl) AS imbalance
+    FROM (
+        -- flow = net YES − net NO shares, in integer micro-shares (shares has 6 decimals): 10000 = 0.01
+        SELECT market_id, cityHash64(tx_hash) AS tx,
+               sum(toInt64(shares * 1000000) * if(side = 'BUY', 1, -1) * if(outcome_index = 0, 1, -1)) AS flow,
+               sum(ifNull(realized_pnl_usd, 0)) + sum(fee_usd) AS pnl
+        FROM $db.trades_raw WHERE is_resolved = 1
+        GROUP BY market_id, tx
+    )
     GROUP BY market_id
-    HAVING abs(imbalance) > 0.01
 )
 """
 
 
 def value_conservation(ch: ClickHouse) -> GateResult:
     resolved_markets = int(ch.scalar(sql.GATE_RESOLVED_MARKETS))
-    one_sided, unbalanced, one_sided_sample = ch.query(ONE_SIDED_SUMMARY).rows[0]
-    one_sided, unbalanced = int(one_sided), int(unbalanced or 0)
-    bad, sample = ch.query(BAD_COMPLETE_MARKETS).rows[0]
-    bad = int(bad)
+    one_sided, unbalanced, one_sided_sample, bad, sample = ch.query(VALUE_CONSERVATION).rows[0]
+    one_sided, unbalanced, bad = int(one_sided), int(unbalanced or 0), int(bad)
     checked = resolved_markets - one_sided
     details = []
     if bad:
