@@ -181,7 +181,9 @@ def _json_array(path: Path) -> Iterator[tuple[str, Any]]:
             try:
                 doc = json.loads(rest)
             except json.JSONDecodeError:
-                raise BadInput(f"{path}: not a JSON document; for JSON lines use the .jsonl extension") from None
+                del rest
+                yield from _json_records(path, "jsonl")  # a .json file holding JSON lines
+                return
             items = next((doc[k] for k in ("data", "trades", "activity") if isinstance(doc.get(k), list)), None)
             if items is None:
                 raise BadInput(f'{path}: a JSON object must hold a list under "data", "trades" or "activity"')

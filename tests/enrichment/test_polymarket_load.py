@@ -190,3 +190,28 @@ def test_gate_5_still_fails_on_complete_but_broken_data(settings, ch, tmp_path: 
     g = _enrich(settings, ch, tmp_path)["bad_markets"]
     assert (g.status, g.actual) == ("FAIL", 1)
     assert M1.gamma_id in g.detail
+
+
+@pytest.mark.parametrize("shape", ["envelope", "json-lines-in-a-.json-file"])
+def test_other_json_shapes_load_too(settings, ch, tmp_path: Path, shape: str) -> None:
+    import json
+
+    path = tmp_path / "export.json"
+    if shape == "envelope":
+        path.write_text(json.dumps({"data": export_rows()}))  # the v2 API's {"data": [...]} page
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in export_rows()))
+    assert is_polymarket_file(path)
+    report = load_polymarket_file(ch, path, runtime=settings.runtime)
+    assert (report.conversion.trades, report.conversion.duplicates) == (FILLS, 1)
+    assert report.load is not None and report.load.inserted == FILLS
+
+
+def test_a_long_json_list_streams_across_read_blocks(settings, ch, tmp_path: Path, monkeypatch) -> None:
+    from engine.enrichment import polymarket_load
+
+    monkeypatch.setattr(polymarket_load, "JSON_READ", 64)  # items straddle every block boundary
+    path = write_export(tmp_path / "export.json")
+    assert [w for w, _r, _e in polymarket_load.read_polymarket(path)] == [f"item[{i}]" for i in range(FILLS + 5)]
+    report = load_polymarket_file(ch, path, runtime=settings.runtime)
+    assert report.load is not None and report.load.inserted == FILLS
