@@ -16,7 +16,9 @@ from engine.enrichment.stept import STATE_FILE
 from engine.events import JobState, Progress
 from tests.conftest import with_settings
 from tests.enrichment.conftest import run_enrichment
-from tests.enrichment.polymarket_world import FILLS, M1, M2, M3, MARKETS, T0, gamma_snapshot, matches
+from tests.enrichment.polymarket_world import (
+    EXPECTED_PNL, FILLS, M1, M2, M3, MARKETS, T0, addr, gamma_snapshot, matches,
+)
 from tests.support.data_api_server import DataApiServer, match, row
 
 
@@ -161,6 +163,19 @@ def test_step_t_then_a_to_e_and_gates(settings, ch, tmp_path: Path) -> None:
     assert dict(ch.query("SELECT DISTINCT condition_id, market_id FROM $db.trades_raw").rows) == {
         m.condition_id: m.gamma_id for m in MARKETS}  # markets_dim known: no placeholders
     assert {g.name: g.status for g in compute_gates(ch)}["bad_markets"] == "PASS"
+    pnl = {(w, c): Decimal(str(p)) for w, c, p in ch.query(
+        "SELECT wallet_address, condition_id, sum(realized_pnl_usd) FROM $db.trades_raw GROUP BY 1, 2").rows}
+    assert pnl == {(addr(w), m.condition_id): v for (w, m), v in EXPECTED_PNL.items()}  # the hand computation
+
+
+def test_the_client_keeps_under_the_published_rate_limit() -> None:
+    from engine.data_api import RATE, DataApiClient
+    from engine.gamma_transport import SlidingWindowLimiter
+
+    client = DataApiClient("http://127.0.0.1:9")
+    limiter = client.http.limiter
+    assert isinstance(limiter, SlidingWindowLimiter)
+    assert (limiter.max_requests, limiter.period_s) == RATE == (150, 10.0)  # the data-api publishes 200 / 10 s
 
 
 @pytest.mark.parametrize("text, message", [
