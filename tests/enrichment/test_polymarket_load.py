@@ -215,3 +215,11 @@ def test_a_long_json_list_streams_across_read_blocks(settings, ch, tmp_path: Pat
     assert [w for w, _r, _e in polymarket_load.read_polymarket(path)] == [f"item[{i}]" for i in range(FILLS + 5)]
     report = load_polymarket_file(ch, path, runtime=settings.runtime)
     assert report.load is not None and report.load.inserted == FILLS
+
+
+def test_fields_that_come_and_go_do_not_matter() -> None:
+    full = matches()[2].taker
+    needed = {k: full[k] for k in ("proxyWallet", "side", "asset", "conditionId", "size", "price", "timestamp",
+                                   "outcomeIndex", "transactionHash")}
+    trimmed = classify({**needed, "feeRateBps": "0", "outcomes": '["Yes", "No"]'})  # a new field, a JSON-string list
+    assert isinstance(trimmed, CanonicalTrade) and trimmed == classify(full)
