@@ -14,7 +14,8 @@ the scope's cursor. Every page goes through `polymarket_load` (the same conversi
 The checkpoint (`runtime/step-t.state.json`, replaced atomically after every page) says, per scope,
 `newest_ts` (the newest trade of the last complete walk: a rerun loads only trades at or after it)
 and the unfinished `walk` (offset reached, newest timestamp seen, fingerprint of the last page). It
-is written after the page's rows are in trades_raw, so it never claims more than is loaded; a crash
+is written after the page's rows are in trades_raw (and `walked_at`, when a complete walk started:
+closed markets walked a day after their end are skipped), so it never claims more than is loaded; a crash
 between the two re-fetches one page, whose rows are then already present and skipped. New trades
 arriving during a walk only push rows to later offsets: a resumed walk may see a row twice (skipped),
 never miss one.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ import anyio
 from engine.data_api import MAX_LIMIT, OFFSET_CAP, DataApiClient, DataApiError, OffsetCapReached
 from engine.enrichment.polymarket_format import ADDRESS, HASH64
 from engine.enrichment.polymarket_load import PolymarketReport, load_records
+from engine.enrichment.schema import ensure_schema
 from engine.errors import BadInput
 from engine.files import atomic_write_json
 from engine.runner import JobContext
@@ -42,6 +45,13 @@ from engine.stores.clickhouse import ClickHouse
 STATE_FILE = "step-t.state.json"
 STATE_VERSION = 1
 SCOPES_IN_MARKETS_DIM = "SELECT DISTINCT condition_id FROM $db.markets_dim WHERE condition_id != '' ORDER BY condition_id"
+# Closed markets and when they ended: once a complete walk ran a day after the end, no trade can be new.
+CLOSED_MARKETS = """
+SELECT condition_id, toUnixTimestamp(max(end_date)) FROM $db.markets_dim FINAL
+WHERE closed = 1 AND end_date IS NOT NULL AND condition_id IN {ids:Array(String)}
+GROUP BY condition_id
+"""
+SETTLED_AFTER_S = 86_400
 
 
 @dataclass
@@ -59,6 +69,7 @@ class StepTResult:
     invalid: int = 0
     rounded: int = 0
     truncated: list[str] = field(default_factory=list)  # scopes whose history goes past the offset cap
+    skipped_closed: int = 0  # closed markets walked completely a day or more after they ended
     requests: int = 0
     error: str = ""
 
@@ -149,6 +160,7 @@ async def run_step_t(
     api = client or DataApiClient(ctx.settings.data_api_base_url, on_retry=lambda msg: ctx.log(msg, "WARNING", "T"))
     path = state_path(ctx.settings.runtime)
     state = read_state(path)
+    await anyio.to_thread.run_sync(ensure_schema, ch)
     activity: Counter[str] = Counter()
     try:
         try:
@@ -165,7 +177,12 @@ async def run_step_t(
             return result
         ctx.log(f"fetching trades of {len(scopes)} scope(s) from {api.description} (takerOnly=false: both sides "
                 "of every fill)", step="T")
+        closed = await _closed(ch, scopes)
         for scope in scopes:
+            if _settled(state["scopes"].get(scope.key), closed.get(scope.market or "")):
+                result.skipped_closed += 1
+                result.scopes_done += 1
+                continue
             stopped = await _walk(ctx, ch, api, scope, state, path, result, activity)
             if stopped:
                 result.status = "stopped"
@@ -190,13 +207,29 @@ async def run_step_t(
     return result
 
 
+async def _closed(ch: ClickHouse, scopes: list[Scope]) -> dict[str, int]:
+    ids = sorted({s.market for s in scopes if s.market})
+    if not ids:
+        return {}
+    return {str(c): int(t) for c, t in (await ch.aquery(CLOSED_MARKETS, {"ids": ids})).rows}
+
+
+def _settled(st: dict[str, Any] | None, ended_at: int | None) -> bool:
+    """A closed market whose last complete walk started a day after it ended has nothing new."""
+    if not st or st.get("walk") is not None or ended_at is None:
+        return False
+    walked = st.get("walked_at")
+    return isinstance(walked, int) and walked >= ended_at + SETTLED_AFTER_S
+
+
 async def _walk(ctx: JobContext, ch: ClickHouse, api: DataApiClient, scope: Scope, state: dict[str, Any], path: Path,
                 result: StepTResult, activity: Counter[str]) -> bool:
     """Page one scope to its end; True when the Control said stop (checkpoint saved)."""
     scopes: dict[str, Any] = state["scopes"]
     st = scopes.get(scope.key) or {}
     newest: int | None = st.get("newest_ts")
-    walk: dict[str, Any] = st.get("walk") or {"offset": 0, "top_ts": newest, "last_page": ""}
+    walk: dict[str, Any] = st.get("walk") or {"offset": 0, "top_ts": newest, "last_page": "",
+                                              "started_at": int(time.time())}
     truncated = False
     if walk["offset"]:
         ctx.log(f"{scope.key}: resuming at offset {walk['offset']}", step="T")
@@ -231,7 +264,7 @@ async def _walk(ctx: JobContext, ch: ClickHouse, api: DataApiClient, scope: Scop
         # counting both would skip the next page's first row. Too small an advance only re-reads.
         distinct = len({json.dumps(r, sort_keys=True, default=str) for r in page})
         walk = {"offset": offset + distinct, "top_ts": max([walk.get("top_ts") or 0, *stamps]) or None,
-                "last_page": fp}
+                "last_page": fp, "started_at": walk.get("started_at")}
         scopes[scope.key] = {"newest_ts": newest, "walk": walk}
         await anyio.to_thread.run_sync(atomic_write_json, path, state)
         ctx.progress("T", result.scopes_done, result.scopes, unit="markets", scope=scope.key, offset=walk["offset"],
@@ -244,7 +277,7 @@ async def _walk(ctx: JobContext, ch: ClickHouse, api: DataApiClient, scope: Scop
                 "not reachable through /trades", level="WARNING", step="T")
     top = walk.get("top_ts")
     scopes[scope.key] = {"newest_ts": max(t for t in (newest, top) if t is not None) if (newest or top) else None,
-                         "walk": None, **({"truncated": True} if truncated else {})}
+                         "walk": None, "walked_at": walk.get("started_at"), **({"truncated": True} if truncated else {})}
     await anyio.to_thread.run_sync(atomic_write_json, path, state)
     return False
 

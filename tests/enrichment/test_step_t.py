@@ -60,7 +60,8 @@ def test_every_fill_once_through_the_quirks(settings, ch) -> None:
     assert sum("malformed data-api row skipped" in f for f in failures) == 2
     assert any("half trade, half activity" in f for f in failures)
     state = json.loads((settings.runtime / STATE_FILE).read_text())
-    assert state["scopes"][f"market:{M1.condition_id}"] == {"newest_ts": T0 + 20, "walk": None}
+    m1 = state["scopes"][f"market:{M1.condition_id}"]
+    assert (m1["newest_ts"], m1["walk"]) == (T0 + 20, None) and isinstance(m1["walked_at"], int)
     assert any(isinstance(e, Progress) and e.step == "T" for e in rec.events)
 
 
@@ -166,6 +167,27 @@ def test_step_t_then_a_to_e_and_gates(settings, ch, tmp_path: Path) -> None:
     pnl = {(w, c): Decimal(str(p)) for w, c, p in ch.query(
         "SELECT wallet_address, condition_id, sum(realized_pnl_usd) FROM $db.trades_raw GROUP BY 1, 2").rows}
     assert pnl == {(addr(w), m.condition_id): v for (w, m), v in EXPECTED_PNL.items()}  # the hand computation
+
+
+def test_closed_markets_walked_after_their_end_are_not_asked_again(settings, ch, tmp_path: Path) -> None:
+    from engine.enrichment.gamma import GammaMarket
+    from engine.enrichment.loaders import upsert_markets
+    from engine.enrichment.schema import ensure_schema
+    from engine.enrichment.steps_abc import market_row
+
+    ensure_schema(ch)
+    raw = json.loads(gamma_snapshot(tmp_path / "gamma.json").read_text())["markets"]
+    raw[1]["closed"] = False  # M2 still open
+    upsert_markets(ch, [market_row(GammaMarket.from_api(m), m["id"], "snapshot") for m in raw])
+    with DataApiServer() as server:
+        server.add(*matches())
+        first, _, _ = _run(settings, ch, server)  # scope: every market in markets_dim
+        before = len(server.seen)
+        second, _, _ = _run(settings, ch, server)
+        asked = {q["market"] for q in _trades_queries(server)[before:]}
+    assert first["inserted"] == FILLS and first["skipped_closed"] == 0
+    # M1 and M3 closed on 2025-02-01 and were walked completely since: nothing new can come
+    assert second["skipped_closed"] == 2 and asked == {M2.condition_id} and second["scopes_done"] == 3
 
 
 def test_the_client_keeps_under_the_published_rate_limit() -> None:
