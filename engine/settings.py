@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     polymarket_base_url: str = Field(
         "https://gamma-api.polymarket.com", validation_alias=_alias("POLYMARKET_BASE_URL")
     )
+    # Polymarket's public data-api (trades), read by `enrich --step T`.
+    data_api_base_url: str = Field("https://data-api.polymarket.com", validation_alias=_alias("POLYMARKET_DATA_API_URL"))
     # NoDecode: our validator parses the JSON so a bad value gets a message naming the variable.
     ingestion_filters: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict, validation_alias=_alias("INGESTION_FILTERS"))
     ingestion_page_size: int = Field(100, ge=1, le=500, validation_alias=_alias("INGESTION_PAGE_SIZE"))

@@ -9,6 +9,7 @@ import textwrap
 
 from console.commands import settings_from
 from engine.enrichment.loaders import FORMATS, KINDS, LoadReport, formats_help, list_errors, load_file
+from engine.enrichment.polymarket_load import PolymarketReport, is_polymarket_file, load_polymarket_file
 from engine.errors import ExitCode
 from engine.redact import redact
 from engine.stores.clickhouse import open_clickhouse
@@ -48,6 +49,16 @@ def _print_report(r: LoadReport) -> None:
         print(list_errors(r.invalid))
 
 
+def _print_polymarket(r: PolymarketReport, as_json: bool) -> int:
+    if as_json:
+        print(redact(json.dumps(r.as_dict(), indent=2)))
+        return int(ExitCode.OK)
+    print(r.conversion.line())
+    if r.load is not None:
+        _print_report(r.load)
+    return int(ExitCode.OK)
+
+
 def run_load(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     ch = open_clickhouse(settings)
@@ -56,6 +67,9 @@ def run_load(args: argparse.Namespace) -> int:
             if sys.stderr.isatty():
                 print(f"\r  validated {n:,} records…", end="", file=sys.stderr, flush=True)
 
+        if args.kind == "trades" and is_polymarket_file(args.file, args.format):  # data-api rows: engine/enrichment/polymarket_load.py
+            return _print_polymarket(load_polymarket_file(ch, args.file, runtime=settings.runtime, fmt=args.format,
+                                                          skip_invalid=args.skip_invalid, progress=progress), args.json)
         report = load_file(ch, args.kind, args.file, fmt=args.format, skip_invalid=args.skip_invalid, progress=progress)
     finally:
         ch.close()

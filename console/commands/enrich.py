@@ -16,7 +16,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
         "runtime/full-enrichment.state.json and Postgres; SIGTERM/SIGINT finish the current batch, save "
         "the checkpoint and exit 0; --resume continues after the checkpoint's cursor (BATCH_SIZE may change).",
     )
-    p.add_argument("--step", default="all", help="A, B, C, D, E or all (comma-separated list allowed; default all)")
+    p.add_argument("--step", default="all", help="T, A, B, C, D, E or all (= A–E; comma-separated list allowed; default all); "
+                   "T fetches trades from the data-api")
     p.add_argument("--resume", action="store_true", help="Step D: continue from runtime/full-enrichment.state.json")
     p.add_argument("--full", action="store_true",
                    help="Step D: recompute every pair (default: after a complete run, only pairs with new trades, "
@@ -33,6 +34,10 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--offline", action="store_true", help="Steps A and C: never call the Gamma API")
     p.add_argument("--focus-file", metavar="FILE", default=None,
                    help="Step A: also (re)fetch the market ids listed in FILE (the runbook's FOCUS_FILE)")
+    p.add_argument("--condition", nargs="+", metavar="ID", default=None,
+                   help="Step T: fetch trades of these condition ids (default: the markets in markets_dim)")
+    p.add_argument("--event-slug", metavar="S", default=None, help="Step T: fetch trades of this event's markets")
+    p.add_argument("--wallet", metavar="W", default=None, help="Step T: only this wallet's trades")
     add_job_args(p)
     p.set_defaults(func=run)
 
@@ -42,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     job = EnrichmentJob.from_settings(
         settings, args.step, resume=args.resume, force=args.force, full=args.full,
         batch_size=args.batch_size, mutation_wait_every=args.mutation_wait_every, write_strategy=args.write_strategy,
-        abc_options={"snapshot": args.snapshot, "offline": args.offline or None, "focus_file": args.focus_file},
+        abc_options={"snapshot": args.snapshot, "offline": args.offline or None, "focus_file": args.focus_file,
+                     "conditions": args.condition, "event_slug": args.event_slug, "wallet": args.wallet},
     )
     return run_job_command(job, settings, args)

@@ -24,6 +24,7 @@ from engine.settings import DEFAULT_BATCH_SIZE, DEFAULT_MUTATION_WAIT_EVERY, Bat
 from engine.stores.clickhouse import ClickHouse, aopen_clickhouse
 
 ALL_STEPS = ("A", "B", "C", "D", "E")
+STEP_ORDER = ("T", *ALL_STEPS)  # T (trades from the data-api) runs only when named, before A
 DEMO_SNAPSHOT = "demo-gamma-snapshot.json"
 
 
@@ -48,11 +49,11 @@ def parse_steps(text: str | list[str] | tuple[str, ...]) -> list[str]:
             part = part.strip().upper()
             if part == "ALL":
                 out.extend(ALL_STEPS)
-            elif part in ALL_STEPS:
+            elif part in STEP_ORDER:
                 out.append(part)
             else:
-                raise BadInput(f"unknown step {part!r}: use A, B, C, D, E or all")
-    return [s for s in ALL_STEPS if s in out]
+                raise BadInput(f"unknown step {part!r}: use T, A, B, C, D, E or all")
+    return [s for s in STEP_ORDER if s in out]
 
 
 class EnrichmentJob:
@@ -201,7 +202,7 @@ class EnrichmentJob:
 
     async def _step(self, ctx: JobContext, ch: ClickHouse, step: str, remote: RemoteCheckpoints | None) -> bool:
         """Run one step; True when it stopped early (the run ends there)."""
-        if step in ("A", "B", "C"):
+        if step in ("T", "A", "B", "C"):
             return await self._step_abc(ctx, ch, step)
         if step == "D":
             from engine.enrichment.stepd import run_step_d
@@ -226,7 +227,12 @@ class EnrichmentJob:
         # and fails the job loudly.
         from engine.enrichment import steps_abc
 
-        fn = getattr(steps_abc, f"run_step_{step.lower()}")
+        if step == "T":
+            from engine.enrichment import stept
+
+            fn = stept.run_step_t
+        else:
+            fn = getattr(steps_abc, f"run_step_{step.lower()}")
         accepted = inspect.signature(fn).parameters
         options = {k: v for k, v in self.abc_options.items() if k in accepted and v is not None}
         if "mutation_timeout_s" in accepted:
@@ -234,4 +240,4 @@ class EnrichmentJob:
         result = await fn(ctx, ch, **options)
         if result is not None:
             self.results[step] = asdict(result) if hasattr(result, "__dataclass_fields__") else result
-        return False
+        return getattr(result, "status", "") == "stopped"  # Step T stops between pages

@@ -35,7 +35,7 @@ from engine.stores.clickhouse import ClickHouse, ClickHouseError, ident
 
 Kind = Literal["trades", "markets", "resolutions"]
 KINDS: tuple[Kind, ...] = ("trades", "markets", "resolutions")
-FORMATS = ("auto", "csv", "jsonl", "parquet", "json")
+FORMATS = ("auto", "csv", "jsonl", "parquet", "json", "polymarket")
 
 CHUNK_ROWS = 20_000
 MAX_LISTED = 20  # invalid rows named in a message; the count is always given in full
@@ -89,6 +89,8 @@ def formats_help() -> str:
                  'market_id, resolved_outcome: "YES"|"NO"|null, payout_yes, payout_no, resolved_at}, ...]}')
     lines.append("  formats: csv, jsonl (JSON lines), parquet, json (a JSON list, or the map format); "
                  "auto picks by extension (.csv, .jsonl/.ndjson, .parquet/.pq, .json)")
+    lines.append("  polymarket: data-api /trades or /activity rows (CSV, JSON lines or JSON); picked automatically "
+                 "from the header/keys (proxyWallet, conditionId, transactionHash); see the README")
     return "\n".join(lines)
 
 

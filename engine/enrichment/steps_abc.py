@@ -29,6 +29,7 @@ from engine.enrichment.loaders import (
     FieldError, record_rejects, upsert_markets, upsert_resolutions, validate_market, validate_resolution,
 )
 from engine.enrichment.mutations import wait_for_mutations
+from engine.enrichment.polymarket_load import is_placeholder, relabel_known, relabel_placeholders
 from engine.enrichment.schema import ensure_schema
 from engine.errors import BadInput
 from engine.events import MutationStatus
@@ -161,6 +162,8 @@ async def run_step_a(
     """Fetch markets missing from markets_dim (and those in FOCUS_FILE) and upsert them."""
     result = StepAResult()
     await _t(ensure_schema, ch)
+    if relabelled := await _t(relabel_known, ch):  # Polymarket trades loaded before their market (polymarket_load)
+        ctx.log(f"{relabelled} condition(s): trades got the market id markets_dim holds", step="A")
     focus_file = focus_file or ctx.settings.focus_file  # --focus-file first, then FOCUS_FILE
     targets: dict[str, set[str]] = {}  # condition_id -> market ids used by our trades/dims
     for market_id, condition_id in (await ch.aquery(MISSING_MARKETS)).rows:
@@ -208,11 +211,14 @@ async def run_step_a(
     kind = "snapshot" if isinstance(choice.source, SnapshotSource) else "gamma"
     rows: list[tuple[Any, ...]] = []
     got: set[str] = set()
+    relabel: dict[str, str] = {}  # condition id -> Gamma market id, for trades loaded with a placeholder
     for m in report.markets:
         if m.condition_id not in targets:
             continue
         got.add(m.condition_id)
         for market_id in sorted(targets[m.condition_id]):
+            if is_placeholder(market_id, m.condition_id) and m.id:
+                market_id = relabel[m.condition_id] = m.id
             try:
                 rows.append(market_row(m, market_id, kind))
             except FieldError as exc:
@@ -223,6 +229,9 @@ async def run_step_a(
             result.not_found.append(market_id)
             ctx.failure(market_id, f"condition {condition_id} not found in {result.source}", retriable=True, step="A")
     result.written = await _t(upsert_markets, ch, rows)
+    if relabel:
+        await _t(relabel_placeholders, ch, relabel)
+        ctx.log(f"{len(relabel)} condition(s): trades loaded before their market now carry its market id", step="A")
     ctx.progress("A", len(got), len(targets), unit="markets", written=result.written, not_found=len(result.not_found))
     ctx.log(f"markets_dim: {result.written} row(s) new or changed, {len(result.not_found)} not found, "
             f"{len(result.rejected)} rejected", step="A")
