@@ -151,6 +151,12 @@ def console(scale: str) -> list[tuple[str, str, str]]:
     ]
 
 
+def attach(scale: str, repeat: int) -> list[tuple[str, str, str]]:
+    """Consoles attached to a job in another process (benchmarks/attach.py): one JSON line of rows."""
+    doc = json.loads(_script("benchmarks.attach", "--scale", scale, "--repeat", str(repeat)))
+    return [(f"attach ({doc['scale']}): {a}", b, c) for a, b, c in doc["rows"]]
+
+
 def render(rows: list[tuple[str, str, str]], command: str) -> str:
     lines = [
         f"machine: {machine_line()}",
@@ -169,7 +175,7 @@ def main() -> None:
     ap.add_argument("--classic-batches", type=int, default=15, help="classic strategy: measure this many batches and project")
     ap.add_argument("--write", type=Path, help="also write the report (markdown) to this file")
     ap.add_argument("--repeat", type=int, default=3, help="full Step D runs at batch 300; the best and the median are reported (default 3)")
-    ap.add_argument("--only", choices=("enrichment", "pipeline", "console", "scoring"), help="run one part only")
+    ap.add_argument("--only", choices=("enrichment", "pipeline", "console", "scoring", "attach"), help="run one part only")
     ap.add_argument("--llm-latency", type=float, default=0.5, help="pipeline: mean seconds per loopback LLM call (default 0.5)")
     args = ap.parse_args()
     command = "uv run python -m benchmarks " + " ".join(sys.argv[1:])
@@ -192,6 +198,8 @@ def main() -> None:
         part(console(args.scale))
     if args.only in (None, "scoring"):
         part([("scoring: 100,000 stored forecasts, offline --source", _script("benchmarks.scoring"), "")])
+    if args.only in (None, "attach"):
+        part(attach(args.scale, args.repeat))
     report = render(rows, command.strip())
     print(report)
     if args.write:
