@@ -125,7 +125,9 @@ def job_stepd(args: argparse.Namespace) -> None:
     settings = load_settings(runtime_dir=args.runtime)
     ch = open_clickhouse(settings)
     reset_pnl(ch, settings)
-    job = EnrichmentJob(["D"], batch_size=args.batch_size, run_gates=False)
+    # --full: every run does the same work (after a reset an incremental run would first compare
+    # every pair with what its P&L was computed from, and choose its own work list).
+    job = EnrichmentJob(["D"], batch_size=args.batch_size, run_gates=False, full=True)
     waited = [0.0]
 
     class AfterClients:
