@@ -132,12 +132,12 @@ def enrichment(scale: str, classic_batches: int, repeat: int = 3) -> list[tuple[
     return rows
 
 
-def _script(module: str, *args: str) -> str:
+def _script(module: str, *args: str, minutes: int = 20) -> str:
     try:
         out = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=_env(Path(tempfile.mkdtemp())),
-                             capture_output=True, text=True, timeout=1200)
+                             capture_output=True, text=True, timeout=minutes * 60)
     except subprocess.TimeoutExpired:
-        raise SystemExit(f"{module} did not finish within 20 minutes") from None
+        raise SystemExit(f"{module} did not finish within {minutes} minutes") from None
     if out.returncode != 0:
         raise SystemExit(f"{module} failed:\n{out.stderr[-3000:]}")
     return out.stdout.strip().splitlines()[-1]
@@ -153,7 +153,8 @@ def console(scale: str) -> list[tuple[str, str, str]]:
 
 def attach(scale: str, repeat: int) -> list[tuple[str, str, str]]:
     """Consoles attached to a job in another process (benchmarks/attach.py): one JSON line of rows."""
-    doc = json.loads(_script("benchmarks.attach", "--scale", scale, "--repeat", str(repeat)))
+    # Nine Step D runs and their reset: ~6 minutes at seed scale on a quiet machine.
+    doc = json.loads(_script("benchmarks.attach", "--scale", scale, "--repeat", str(repeat), minutes=60))
     return [(f"attach ({doc['scale']}): {a}", b, c) for a, b, c in doc["rows"]]
 
 
