@@ -153,7 +153,7 @@ def console(scale: str) -> list[tuple[str, str, str]]:
 
 def attach(scale: str, repeat: int) -> list[tuple[str, str, str]]:
     """Consoles attached to a job in another process (benchmarks/attach.py): one JSON line of rows."""
-    # Nine Step D runs and their reset: ~6 minutes at seed scale on a quiet machine.
+    # Nine Step D runs at the given scale, each after a P&L reset, and the consoles it starts.
     doc = json.loads(_script("benchmarks.attach", "--scale", scale, "--repeat", str(repeat), minutes=60))
     return [(f"attach ({doc['scale']}): {a}", b, c) for a, b, c in doc["rows"]]
 
