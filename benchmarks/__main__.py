@@ -132,12 +132,12 @@ def enrichment(scale: str, classic_batches: int, repeat: int = 3) -> list[tuple[
     return rows
 
 
-def _script(module: str, *args: str) -> str:
+def _script(module: str, *args: str, minutes: int = 20) -> str:
     try:
         out = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=_env(Path(tempfile.mkdtemp())),
-                             capture_output=True, text=True, timeout=1200)
+                             capture_output=True, text=True, timeout=minutes * 60)
     except subprocess.TimeoutExpired:
-        raise SystemExit(f"{module} did not finish within 20 minutes") from None
+        raise SystemExit(f"{module} did not finish within {minutes} minutes") from None
     if out.returncode != 0:
         raise SystemExit(f"{module} failed:\n{out.stderr[-3000:]}")
     return out.stdout.strip().splitlines()[-1]
@@ -149,6 +149,13 @@ def console(scale: str) -> list[tuple[str, str, str]]:
         ("console: log pane with 200,000 lines", _script("benchmarks.console_log", "200000"), "stays responsive"),
         ("console: Step D in the TUI vs headless", _script("benchmarks.console_ratio", scale), "ratio ≤ 1.1"),
     ]
+
+
+def attach(scale: str, repeat: int) -> list[tuple[str, str, str]]:
+    """Consoles attached to a job in another process (benchmarks/attach.py): one JSON line of rows."""
+    # Nine Step D runs at the given scale, each after a P&L reset, and the consoles it starts.
+    doc = json.loads(_script("benchmarks.attach", "--scale", scale, "--repeat", str(repeat), minutes=60))
+    return [(f"attach ({doc['scale']}): {a}", b, c) for a, b, c in doc["rows"]]
 
 
 def render(rows: list[tuple[str, str, str]], command: str) -> str:
@@ -169,7 +176,7 @@ def main() -> None:
     ap.add_argument("--classic-batches", type=int, default=15, help="classic strategy: measure this many batches and project")
     ap.add_argument("--write", type=Path, help="also write the report (markdown) to this file")
     ap.add_argument("--repeat", type=int, default=3, help="full Step D runs at batch 300; the best and the median are reported (default 3)")
-    ap.add_argument("--only", choices=("enrichment", "pipeline", "console", "scoring"), help="run one part only")
+    ap.add_argument("--only", choices=("enrichment", "pipeline", "console", "scoring", "attach"), help="run one part only")
     ap.add_argument("--llm-latency", type=float, default=0.5, help="pipeline: mean seconds per loopback LLM call (default 0.5)")
     args = ap.parse_args()
     command = "uv run python -m benchmarks " + " ".join(sys.argv[1:])
@@ -192,6 +199,8 @@ def main() -> None:
         part(console(args.scale))
     if args.only in (None, "scoring"):
         part([("scoring: 100,000 stored forecasts, offline --source", _script("benchmarks.scoring"), "")])
+    if args.only in (None, "attach"):
+        part(attach(args.scale, args.repeat))
     report = render(rows, command.strip())
     print(report)
     if args.write:

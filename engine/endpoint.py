@@ -13,6 +13,8 @@ Hostile or broken clients never slow or break the job:
 * lines are read with a bounded reader (MAX_CLIENT_LINE); a longer line, or MAX_BAD_LINES malformed
   ones, cuts the client off without buffering more;
 * at most MAX_CLIENTS are connected; one more gets a one-line refusal;
+* identical queries asked while one is being computed share its answer: consoles that each poll
+  the gates every 30 s cost the job one computation at a time, whatever their number;
 * every task here catches everything: the endpoint's task group wraps the job's, and a failure
   in it must never cancel the job.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import socket
 import time
@@ -106,6 +109,16 @@ class _CutOff(Exception):
     pass
 
 
+@dataclass(eq=False)
+class _Flight:
+    """One query being computed, and its answer for every client that asked for it meanwhile."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    ok: bool = False
+    error: str = "the job ended before the query was answered"
+    data: Any = None
+
+
 def _shutdown(stream: SocketStream) -> None:
     """Wake everything waiting on this socket (EOF for reads, EPIPE for writes) without closing it."""
     with contextlib.suppress(Exception):
@@ -131,6 +144,7 @@ class JobEndpoint:
         self._refusal_logged_at = 0.0
         self._refused_unlogged = 0
         self._encoded: OrderedDict[int, tuple[Event, bytes]] = OrderedDict()
+        self._flights: dict[str, _Flight] = {}
         bus.add_listener(self.snapshot)
         bus.add_listener(self._count)
 
@@ -399,21 +413,37 @@ class JobEndpoint:
         return False, f"unknown command {cmd.cmd!r}", None
 
     async def _run_query(self, client: _Client, cmd: wire.Command) -> None:
+        # The args came from JSON: they always encode, and the same query encodes the same.
+        key = json.dumps([cmd.cmd, cmd.args], sort_keys=True, default=str)
         try:
-            try:
-                data = await self.queries[cmd.cmd](dict(cmd.args))
-            except anyio.get_cancelled_exc_class():
-                raise
-            except OpsError as exc:
-                await self._reply(client, cmd.id, False, error=str(exc))
-            except Exception as exc:  # a failing query is an answer, not a job failure
-                await self._reply(client, cmd.id, False, error=f"{cmd.cmd} failed: {type(exc).__name__}: {exc}"[:1000])
-            else:
-                await self._reply(client, cmd.id, True, data=data)
+            flight = self._flights.get(key)
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+                assert self._tg is not None
+                # In the endpoint's task group, not this client's: the asker leaving must not
+                # cancel an answer other clients are waiting for.
+                self._tg.start_soon(self._compute, cmd, flight, key)
+            await flight.done.wait()
+            await self._reply(client, cmd.id, flight.ok, error=flight.error, data=flight.data)
         except _CutOff:
             pass
         finally:
             client.queries -= 1
+
+    async def _compute(self, cmd: wire.Command, flight: _Flight, key: str) -> None:
+        try:
+            flight.data = await self.queries[cmd.cmd](dict(cmd.args))
+            flight.ok, flight.error = True, ""
+        except anyio.get_cancelled_exc_class():
+            raise
+        except OpsError as exc:
+            flight.error = str(exc)
+        except Exception as exc:  # a failing query is an answer, not a job failure
+            flight.error = f"{cmd.cmd} failed: {type(exc).__name__}: {exc}"[:1000]
+        finally:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+            flight.done.set()
 
     async def _reply(self, client: _Client, id: int | str | None, ok: bool, *, error: str = "", data: Any = None) -> None:
         try:

@@ -386,6 +386,7 @@ class LogPane(Vertical):
         self.text_filter = ""
         self.min_level = 0
         self.tail = tail
+        self._stale = False  # lines arrived while hidden and are not in the Log yet
         if tail:
             self.min_level = 1  # the overview's tail skips DEBUG chatter; the Logs tab has everything
 
@@ -399,6 +400,10 @@ class LogPane(Vertical):
     def on_mount(self) -> None:
         self._status()
 
+    def on_show(self) -> None:
+        if self._stale:
+            self.set_filter(self.text_filter, self.min_level)  # the newest matches, as a filter change does
+
     def _matches(self, rank: int, text: str) -> bool:
         return rank >= self.min_level and (not self.text_filter or self.text_filter in text.lower())
 
@@ -406,6 +411,13 @@ class LogPane(Vertical):
         if not lines:
             return
         self.lines.extend(lines)
+        if not self.is_on_screen:
+            # In a hidden tab, writing to the Log would grow its virtual size and make every
+            # frame a full layout of the screen (~15 ms at 160×48): keep the lines, write them
+            # when the pane is shown.
+            self._stale = True
+            self._status()
+            return
         shown = [text for rank, text in lines if self._matches(rank, text)]
         if shown:
             log = self.query_one("#log", Log)
@@ -417,6 +429,7 @@ class LogPane(Vertical):
     def set_filter(self, text: str, min_level: int) -> None:
         self.text_filter = text.strip().lower()
         self.min_level = min_level
+        self._stale = False
         picked: list[str] = []
         for rank, line in reversed(self.lines):
             if self._matches(rank, line):
