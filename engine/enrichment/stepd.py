@@ -297,6 +297,20 @@ async def apply_patches(ctx: JobContext, ch: ClickHouse, timeout_s: float) -> fl
 REMOTE_WHERE = "Postgres ops_job_checkpoints"
 
 
+async def last_checkpoint(ctx: JobContext, remote: RemoteCheckpoints | None) -> StepDCheckpoint | None:
+    """The last Step D run's checkpoint, as a fresh run judges it: the local file, or the Postgres
+    mirror when there is no local file (a new machine, a CI runner). An unreadable local file
+    counts as none (a fresh run replaces it)."""
+    previous: StepDCheckpoint | None = None
+    try:
+        previous = await _t(load_local, ctx.settings.runtime)
+    except BadInput:
+        pass
+    if previous is None and remote is not None and not state_path(ctx.settings.runtime).exists():
+        previous = await remote.load()
+    return previous
+
+
 async def _start_position(
     ctx: JobContext, ch: ClickHouse, cp: StepDCheckpoint, fingerprint: str, total: int, where: str
 ) -> tuple[tuple[str, str] | None, int]:
@@ -428,13 +442,7 @@ class StepD:
         if full:
             ctx.log("--full: recomputing every (wallet, condition) pair", step="D")
             return False
-        previous: StepDCheckpoint | None = None
-        try:
-            previous = await _t(load_local, ctx.settings.runtime)
-        except BadInput:
-            pass
-        if previous is None and self.writer.remote is not None and not state_path(ctx.settings.runtime).exists():
-            previous = await self.writer.remote.load()
+        previous = await last_checkpoint(ctx, self.writer.remote)
         if previous is None or previous.status != "done":
             return False
         if not await _t(bookkeeping_pairs, self.ch):
