@@ -142,7 +142,52 @@ def incremental(ch: ClickHouse, args: argparse.Namespace, settings: Settings) ->
             "peak_rss_mib": _peak_rss_mib()}
 
 
-TASKS = {"hold": hold, "full_d": full_d, "change": change, "incremental": incremental}
+def profile_updates(ch: ClickHouse, args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """What one 300-pair lightweight UPDATE costs at this table size, split in two: `--count` of
+    Step D's own batch statements over consecutive key ranges of the work list, each timed, beside
+    the SELECT of the same new values over the same range (the reading and computing an UPDATE does
+    before it writes its patch part), and what the primary index selects for such a range (EXPLAIN
+    ESTIMATE: parts, marks, rows). Embedded chDB keeps no query_log, hence the split by hand."""
+    from engine.enrichment import sql
+    from engine.enrichment.stepd import WorklistReader, _range_params, freeze_payouts, freeze_worklist
+    from engine.enrichment.writes import write_batch
+
+    freeze_payouts(ch)
+    freeze_worklist(ch)
+    reader = WorklistReader(ch, None)
+    parts = ch.query("SELECT countIf(NOT startsWith(name, 'patch-')), countIf(startsWith(name, 'patch-')), sum(marks) "
+                     "FROM system.parts WHERE database = {d:String} AND table = 'trades_raw' AND active",
+                     {"d": ch.database}).rows[0]
+    pnl, resolved = sql.pnl_expressions(ch.database)
+    cursor = None
+    updates, selects, estimates = [], [], []
+    for i in range(args.count):
+        batch = reader.take(cursor, args.batch_size)
+        if batch is None:
+            break
+        where = sql.batch_range_where(batch.range.after is not None)
+        params = _range_params(batch.range)
+        t = time.monotonic()
+        ch.query(f"SELECT sum(cityHash64(_part_offset, {pnl}, {resolved})) FROM $db.trades_raw WHERE {where}", params)
+        selects.append(time.monotonic() - t)
+        t = time.monotonic()
+        write_batch(ch, "lightweight", batch.range)
+        updates.append(time.monotonic() - t)
+        if i < 5:
+            estimates.append([int(v) for v in ch.query(
+                f"SELECT sum(parts), sum(rows), sum(marks) FROM (EXPLAIN ESTIMATE SELECT 1 FROM $db.trades_raw WHERE {where})",
+                params).rows[0]])
+        cursor = batch.range.last
+    updates.sort()
+    selects.sort()
+    return {"trades": int(ch.scalar("SELECT count() FROM $db.trades_raw")), "data_parts": int(parts[0]),
+            "patch_parts_before": int(parts[1]), "marks": int(parts[2]), "updates": len(updates),
+            "update_ms_median": updates[len(updates) // 2] * 1000 if updates else None,
+            "select_ms_median": selects[len(selects) // 2] * 1000 if selects else None,
+            "estimate_parts_rows_marks": estimates}
+
+
+TASKS = {"profile_updates": profile_updates, "hold": hold, "full_d": full_d, "change": change, "incremental": incremental}
 
 
 def main() -> None:
@@ -150,6 +195,7 @@ def main() -> None:
     ap.add_argument("task", choices=sorted(TASKS))
     ap.add_argument("--runtime", required=True, type=Path)
     ap.add_argument("--batch-size", type=int, default=300)
+    ap.add_argument("--count", type=int, default=60, help="profile_updates: statements to time")
     args = ap.parse_args()
     settings = load_settings(runtime_dir=args.runtime)
     ch = open_clickhouse(settings)

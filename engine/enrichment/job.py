@@ -20,6 +20,7 @@ from engine.enrichment.gates import any_failed, compute_gates, format_gates
 from engine.errors import BadInput
 from engine.events import GatesReported, Summary
 from engine.files import atomic_write_json
+from engine.redact import redact_obj
 from engine.runner import JobContext
 from engine.settings import DEFAULT_BATCH_SIZE, DEFAULT_MUTATION_WAIT_EVERY, BatchSize, MutationWaitEvery, Settings
 from engine.stores.clickhouse import ClickHouse, aopen_clickhouse
@@ -161,17 +162,19 @@ class EnrichmentJob:
                 ctx.log(line, level="WARNING" if any_failed(self.gates) and "FAIL" in line else "INFO", step="gates")
         data = {"steps": self.steps, **self.results, "gates": {g.name: g.status for g in self.gates}}
         if self.summary_path is not None:
-            self._write_summary(ctx, data)
+            await self._write_summary(ctx, data)
         ctx.emit(Summary(job=ctx.name, data=data))
 
-    def _write_summary(self, ctx: JobContext, data: dict[str, Any]) -> None:
+    async def _write_summary(self, ctx: JobContext, data: dict[str, Any]) -> None:
         """The run's summary with each gate in full (the shape of `opsconsole gates --json`). Only a
         run that reached its end writes it: a stopped run leaves no file, so a stale one is never
         mistaken for today's."""
         assert self.summary_path is not None
-        document = {**data, "ok": not any_failed(self.gates), "gate_results": [asdict(g) for g in self.gates]}
+        path = self.summary_path
+        # Redacted like every text leaving the process (a step's error can quote a URL).
+        document = redact_obj({**data, "ok": not any_failed(self.gates), "gate_results": [asdict(g) for g in self.gates]})
         try:
-            atomic_write_json(self.summary_path, document)
+            await anyio.to_thread.run_sync(atomic_write_json, path, document)
         except OSError as exc:  # the run's work is done; a missing artifact is reported, not fatal
             ctx.log(f"could not write --summary-path {self.summary_path}: {exc}", level="ERROR")
 
