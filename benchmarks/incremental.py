@@ -84,12 +84,12 @@ def change(ch: ClickHouse, args: argparse.Namespace, settings: Settings) -> dict
     ch.command(
         "INSERT INTO $db.trades_raw (trade_id, wallet_address, market_id, condition_id, outcome_index, side, price, "
         "shares, usd_value, fee_usd, timestamp, tx_hash, canonical_category, realized_pnl_usd, is_resolved) "
-        "SELECT concat(trade_id, '-late'), wallet_address, market_id, condition_id, outcome_index, side, price, shares, "
+        "SELECT concat(trade_id, {suffix:String}), wallet_address, market_id, condition_id, outcome_index, side, price, shares, "
         "usd_value, fee_usd, timestamp + 86400, tx_hash, canonical_category, NULL, 0 FROM $db.trades_raw "
         "WHERE tx_hash IN (SELECT tx_hash FROM $db.trades_raw WHERE condition_id NOT IN "
-        f"(SELECT condition_id FROM $db.{HELD}) GROUP BY tx_hash ORDER BY cityHash64(tx_hash) LIMIT {{n:UInt64}})",
-        {"n": fills})
-    appended = int(ch.scalar("SELECT count() FROM $db.trades_raw WHERE endsWith(trade_id, '-late')"))
+        f"(SELECT condition_id FROM $db.{HELD}) GROUP BY tx_hash ORDER BY cityHash64(tx_hash, {{suffix:String}}) LIMIT {{n:UInt64}})",
+        {"n": fills, "suffix": args.suffix})
+    appended = int(ch.scalar("SELECT count() FROM $db.trades_raw WHERE endsWith(trade_id, {s:String})", {"s": args.suffix}))
     return {"pairs": pairs, "newly_resolved_pairs": held_pairs, "late_fills": fills, "late_trades": appended,
             "append_s": time.monotonic() - started}
 
@@ -159,6 +159,8 @@ def profile_updates(ch: ClickHouse, args: argparse.Namespace, settings: Settings
                      "FROM system.parts WHERE database = {d:String} AND table = 'trades_raw' AND active",
                      {"d": ch.database}).rows[0]
     pnl, resolved = sql.pnl_expressions(ch.database)
+    if args.stop_merges:  # is the growth the background merging of patch parts competing for the cores?
+        ch.command("SYSTEM STOP MERGES $db.trades_raw")
     cursor = None
     updates, selects, estimates = [], [], []
     for i in range(args.count):
@@ -178,13 +180,15 @@ def profile_updates(ch: ClickHouse, args: argparse.Namespace, settings: Settings
                 f"SELECT sum(parts), sum(rows), sum(marks) FROM (EXPLAIN ESTIMATE SELECT 1 FROM $db.trades_raw WHERE {where})",
                 params).rows[0]])
         cursor = batch.range.last
+    if args.stop_merges:
+        ch.command("SYSTEM START MERGES $db.trades_raw")
     updates.sort()
     selects.sort()
     return {"trades": int(ch.scalar("SELECT count() FROM $db.trades_raw")), "data_parts": int(parts[0]),
             "patch_parts_before": int(parts[1]), "marks": int(parts[2]), "updates": len(updates),
             "update_ms_median": updates[len(updates) // 2] * 1000 if updates else None,
             "select_ms_median": selects[len(selects) // 2] * 1000 if selects else None,
-            "estimate_parts_rows_marks": estimates}
+            "estimate_parts_rows_marks": estimates, "merges_stopped": args.stop_merges}
 
 
 TASKS = {"profile_updates": profile_updates, "hold": hold, "full_d": full_d, "change": change, "incremental": incremental}
@@ -196,6 +200,8 @@ def main() -> None:
     ap.add_argument("--runtime", required=True, type=Path)
     ap.add_argument("--batch-size", type=int, default=300)
     ap.add_argument("--count", type=int, default=60, help="profile_updates: statements to time")
+    ap.add_argument("--suffix", default="-late", help="change: the late fills' trade-id suffix (another day: another suffix)")
+    ap.add_argument("--stop-merges", action="store_true", help="profile_updates: with trades_raw's merges stopped")
     args = ap.parse_args()
     settings = load_settings(runtime_dir=args.runtime)
     ch = open_clickhouse(settings)
