@@ -176,7 +176,7 @@ def main() -> None:
     ap.add_argument("--classic-batches", type=int, default=15, help="classic strategy: measure this many batches and project")
     ap.add_argument("--write", type=Path, help="also write the report (markdown) to this file")
     ap.add_argument("--repeat", type=int, default=3, help="full Step D runs at batch 300; the best and the median are reported (default 3)")
-    ap.add_argument("--only", choices=("enrichment", "pipeline", "console", "scoring", "attach"), help="run one part only")
+    ap.add_argument("--only", choices=("enrichment", "pipeline", "console", "scoring", "attach", "incremental"), help="run one part only")
     ap.add_argument("--llm-latency", type=float, default=0.5, help="pipeline: mean seconds per loopback LLM call (default 0.5)")
     args = ap.parse_args()
     command = "uv run python -m benchmarks " + " ".join(sys.argv[1:])
@@ -191,6 +191,10 @@ def main() -> None:
 
     if args.only in (None, "enrichment"):
         part(enrichment(args.scale, args.classic_batches, args.repeat))
+    if args.only in (None, "incremental"):
+        from benchmarks.incremental import incremental_rows
+
+        part(incremental_rows(args.scale))
     if args.only in (None, "pipeline"):
         from benchmarks.pipeline import pipeline
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from console.commands import add_job_args, positive_int, run_job_command, settings_from
+from engine.enrichment.daily import DailyEnrichmentJob, is_daily
 from engine.enrichment.job import EnrichmentJob
 
 
@@ -16,8 +18,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
         "runtime/full-enrichment.state.json and Postgres; SIGTERM/SIGINT finish the current batch, save "
         "the checkpoint and exit 0; --resume continues after the checkpoint's cursor (BATCH_SIZE may change).",
     )
-    p.add_argument("--step", default="all", help="T, A, B, C, D, E or all (= A–E; comma-separated list allowed; default all); "
-                   "T fetches trades from the data-api")
+    p.add_argument("--step", default="all",
+                   help="T, A, B, C, D, E or all (= A–E; comma-separated list allowed; default all); T fetches "
+                   "trades from the data-api; daily: ingest (when configured), A–E incrementally, then the gates")
     p.add_argument("--resume", action="store_true", help="Step D: continue from runtime/full-enrichment.state.json")
     p.add_argument("--full", action="store_true",
                    help="Step D: recompute every pair (default: after a complete run, only pairs with new trades, "
@@ -38,14 +41,17 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                    help="Step T: fetch trades of these condition ids (default: the markets in markets_dim)")
     p.add_argument("--event-slug", metavar="S", default=None, help="Step T: fetch trades of this event's markets")
     p.add_argument("--wallet", metavar="W", default=None, help="Step T: only this wallet's trades")
+    p.add_argument("--summary-path", type=Path, metavar="FILE", default=None,
+                   help="also write the run's summary, every gate in full, as JSON here (CI artifacts)")
     add_job_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    job = EnrichmentJob.from_settings(
-        settings, args.step, resume=args.resume, force=args.force, full=args.full,
+    job_class = DailyEnrichmentJob if is_daily(args.step) else EnrichmentJob
+    job = job_class.from_settings(
+        settings, args.step, resume=args.resume, force=args.force, full=args.full, summary_path=args.summary_path,
         batch_size=args.batch_size, mutation_wait_every=args.mutation_wait_every, write_strategy=args.write_strategy,
         abc_options={"snapshot": args.snapshot, "offline": args.offline or None, "focus_file": args.focus_file,
                      "conditions": args.condition, "event_slug": args.event_slug, "wallet": args.wallet},

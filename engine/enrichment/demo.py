@@ -38,6 +38,9 @@ SCALES = {
     "medium": DemoScale("medium", wallets=600, markets=800, fills=100_000, k_min=8, k_span=40),
     # the runbook's scale: ~2,839 wallets, ~137k pairs, ~2.45M trades, 5,000 markets
     "seed": DemoScale("seed", wallets=2_839, markets=5_000, fills=1_225_000, k_min=8, k_span=40),
+    # ten times the runbook's scale (~24.5M trades, ~1.37M pairs): growth benchmarks, generated at
+    # run time (a minute or more, several GiB of chDB data), never committed
+    "10x": DemoScale("10x", wallets=28_390, markets=50_000, fills=12_250_000, k_min=8, k_span=40),
 }
 
 DEMO_TABLES = (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -19,6 +20,8 @@ from engine.enrichment.gates import any_failed, format_gates
 from engine.enrichment.gates_record import compute_and_save
 from engine.errors import BadInput
 from engine.events import GatesReported, Summary
+from engine.files import atomic_write_json
+from engine.redact import redact_obj
 from engine.runner import JobContext
 from engine.settings import DEFAULT_BATCH_SIZE, DEFAULT_MUTATION_WAIT_EVERY, BatchSize, MutationWaitEvery, Settings
 from engine.stores.clickhouse import ClickHouse, aopen_clickhouse
@@ -52,7 +55,7 @@ def parse_steps(text: str | list[str] | tuple[str, ...]) -> list[str]:
             elif part in STEP_ORDER:
                 out.append(part)
             else:
-                raise BadInput(f"unknown step {part!r}: use T, A, B, C, D, E or all")
+                raise BadInput(f"unknown step {part!r}: use T, A, B, C, D, E, all or daily")
     return [s for s in STEP_ORDER if s in out]
 
 
@@ -75,6 +78,7 @@ class EnrichmentJob:
         remote_checkpoints: bool = True,
         abc_options: dict[str, Any] | None = None,
         full: bool = False,
+        summary_path: Path | None = None,
     ) -> None:
         self.steps = parse_steps(steps)
         if not self.steps and demo is None:
@@ -94,6 +98,7 @@ class EnrichmentJob:
         self.remote_checkpoints = remote_checkpoints
         # Passed to Steps A–C where their signature takes them: snapshot, offline, focus_file, ...
         self.abc_options = dict(abc_options or {})
+        self.summary_path = summary_path  # --summary-path: the Summary (and every gate) as JSON, for CI artifacts
         self.results: dict[str, Any] = {}
         self.gates: list[Any] = []
         self.live_settings()  # bad values are refused now, with the setting named
@@ -157,10 +162,23 @@ class EnrichmentJob:
             ctx.emit(GatesReported(job=ctx.name, gates=tuple(self.gates)))
             for line in format_gates(self.gates).splitlines():
                 ctx.log(line, level="WARNING" if any_failed(self.gates) and "FAIL" in line else "INFO", step="gates")
-        ctx.emit(Summary(job=ctx.name, data={
-            "steps": self.steps, **self.results,
-            "gates": {g.name: g.status for g in self.gates},
-        }))
+        data = {"steps": self.steps, **self.results, "gates": {g.name: g.status for g in self.gates}}
+        if self.summary_path is not None:
+            await self._write_summary(ctx, data)
+        ctx.emit(Summary(job=ctx.name, data=data))
+
+    async def _write_summary(self, ctx: JobContext, data: dict[str, Any]) -> None:
+        """The run's summary with each gate in full (the shape of `opsconsole gates --json`). Only a
+        run that reached its end writes it: a stopped run leaves no file, so a stale one is never
+        mistaken for today's."""
+        assert self.summary_path is not None
+        path = self.summary_path
+        # Redacted like every text leaving the process (a step's error can quote a URL).
+        document = redact_obj({**data, "ok": not any_failed(self.gates), "gate_results": [asdict(g) for g in self.gates]})
+        try:
+            await anyio.to_thread.run_sync(atomic_write_json, path, document)
+        except OSError as exc:  # the run's work is done; a missing artifact is reported, not fatal
+            ctx.log(f"could not write --summary-path {self.summary_path}: {exc}", level="ERROR")
 
     def _offer_reads(self, ctx: JobContext, ch: ClickHouse) -> None:
         """Answer gates and mutation reads on the job socket: with embedded chDB this process is
@@ -230,9 +248,12 @@ class EnrichmentJob:
         if step == "T":
             from engine.enrichment import stept
 
-            fn = stept.run_step_t
-        else:
-            fn = getattr(steps_abc, f"run_step_{step.lower()}")
+            return await self._call_step(ctx, ch, step, stept.run_step_t)
+        return await self._call_step(ctx, ch, step, getattr(steps_abc, f"run_step_{step.lower()}"))
+
+    async def _call_step(self, ctx: JobContext, ch: ClickHouse, step: str, fn: Any) -> bool:
+        """Run a step function `fn(ctx, ch, **options)` with the job's options it accepts, keeping
+        its result under the step's name."""
         accepted = inspect.signature(fn).parameters
         options = {k: v for k, v in self.abc_options.items() if k in accepted and v is not None}
         if "mutation_timeout_s" in accepted:

@@ -257,15 +257,17 @@ CREATE TABLE IF NOT EXISTS $db.stepd_pair_state (
 ORDER BY (wallet_address, condition_id)
 """
 
-# Every pair of trades_raw at the start of an incremental run, with why it must be recomputed
-# ('' = unaffected); the affected ones become the run's work list.
+# The pairs of trades_raw at the start of an incremental run, classified: each affected (or
+# vanished) pair on its own row with why, the unaffected ones folded into one row ('' reason,
+# `pairs` of them, their trades and hash summed); the affected ones become the run's work list.
 STEP_D_PAIRS_NOW = """
 CREATE TABLE IF NOT EXISTS $db.step_d_pairs_now (
     wallet_address String,
     condition_id   String,
-    n_trades       UInt32,
+    n_trades       UInt64,
     h              UInt64,
-    reason         LowCardinality(String)
+    reason         LowCardinality(String),
+    pairs          UInt64
 ) ENGINE = MergeTree
 ORDER BY (wallet_address, condition_id)
 """

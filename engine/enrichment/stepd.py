@@ -49,7 +49,7 @@ from engine.enrichment.checkpoint import (
 )
 from engine.enrichment.checkpoint_writer import CheckpointWriter
 from engine.enrichment.mutations import wait_for_mutations
-from engine.enrichment.schema import MUTATED_TABLES, ensure_schema
+from engine.enrichment.schema import MUTATED_TABLES, STEP_D_PAIRS_NOW, ensure_schema
 from engine.enrichment.writes import KeyRange, resolve_strategy, write_batch
 from engine.errors import BadInput, OpsError
 from engine.events import MutationInfo, MutationStatus
@@ -118,7 +118,8 @@ def freeze_affected(ch: ClickHouse) -> tuple[int, str, dict[str, int], int]:
     fingerprint equals `input_fingerprint`, taken from the same scan."""
     ch.command(sql.META_CLEAR)
     ch.command(sql.WORKLIST_CLEAR)
-    ch.command(sql.PAIRS_NOW_CLEAR)
+    ch.command(sql.PAIRS_NOW_DROP)  # recreated in this build's shape (an older build's had no `pairs`)
+    ch.command(STEP_D_PAIRS_NOW)
     ch.command(sql.pairs_now_build_sql(ch.database))
     ch.command(sql.WORKLIST_FROM_AFFECTED)
     # Step E rebuilds these wallets (marked before any P&L is written, so never too few).
@@ -127,10 +128,10 @@ def freeze_affected(ch: ClickHouse) -> tuple[int, str, dict[str, int], int]:
     total = int(ch.scalar(sql.WORKLIST_COUNT))
     fingerprint = _fingerprint(ch, ch.query(sql.PAIRS_NOW_FINGERPRINT).rows[0])
     counts = {str(r[0]): int(r[1]) for r in ch.query(sql.PAIRS_NOW_REASONS).rows}
-    ch.command(sql.PAIRS_NOW_CLEAR)  # as large as the work list of a full run; not needed any more
+    ch.command(sql.PAIRS_NOW_CLEAR)  # not needed any more
     ch.command(sql.META_WRITE, {"fp": fingerprint, "total": total})
     reasons = {r: counts.get(r, 0) for r in sql.AFFECTED_REASONS}
-    return total, fingerprint, reasons, sum(counts.values())
+    return total, fingerprint, reasons, sum(n for r, n in counts.items() if r != sql.VANISHED)
 
 
 def bookkeeping_pairs(ch: ClickHouse) -> int:
@@ -297,6 +298,20 @@ async def apply_patches(ctx: JobContext, ch: ClickHouse, timeout_s: float) -> fl
 REMOTE_WHERE = "Postgres ops_job_checkpoints"
 
 
+async def last_checkpoint(ctx: JobContext, remote: RemoteCheckpoints | None) -> StepDCheckpoint | None:
+    """The last Step D run's checkpoint, as a fresh run judges it: the local file, or the Postgres
+    mirror when there is no local file (a new machine, a CI runner). An unreadable local file
+    counts as none (a fresh run replaces it)."""
+    previous: StepDCheckpoint | None = None
+    try:
+        previous = await _t(load_local, ctx.settings.runtime)
+    except BadInput:
+        pass
+    if previous is None and remote is not None and not state_path(ctx.settings.runtime).exists():
+        previous = await remote.load()
+    return previous
+
+
 async def _start_position(
     ctx: JobContext, ch: ClickHouse, cp: StepDCheckpoint, fingerprint: str, total: int, where: str
 ) -> tuple[tuple[str, str] | None, int]:
@@ -428,13 +443,7 @@ class StepD:
         if full:
             ctx.log("--full: recomputing every (wallet, condition) pair", step="D")
             return False
-        previous: StepDCheckpoint | None = None
-        try:
-            previous = await _t(load_local, ctx.settings.runtime)
-        except BadInput:
-            pass
-        if previous is None and self.writer.remote is not None and not state_path(ctx.settings.runtime).exists():
-            previous = await self.writer.remote.load()
+        previous = await last_checkpoint(ctx, self.writer.remote)
         if previous is None or previous.status != "done":
             return False
         if not await _t(bookkeeping_pairs, self.ch):

@@ -359,3 +359,19 @@ def test_step_e_after_a_category_change_rebuilds_every_wallet(settings, ch) -> N
     _, rec = run_d_e(settings, ch)
     assert LAST["E"]["mode"] == "full" and any("categories changed" in m for m in rec.messages())
     assert int(ch.scalar("SELECT countIf(canonical_category = 'Renamed') FROM $db.wallet_resolution_outcomes")) > 0
+
+
+def test_a_pair_whose_trades_vanished_loses_its_outcome_row_as_in_a_full_recompute(settings, ch) -> None:
+    """Trades deleted (a bad load taken back): no pair to recompute, but Step E must rebuild the
+    wallet so the pair's outcome row goes, exactly as a full recompute leaves it."""
+    s = Setup(settings, ch, "lightweight")
+    gone = a_pair(ch, "is_resolved = 1 AND condition_id NOT IN {h:Array(String)}", {"h": s.held}, skip=4)
+    assert int(ch.scalar("SELECT count() FROM $db.wallet_resolution_outcomes WHERE " + PAIR, pair_params(gone))) == 1
+    ch.command("ALTER TABLE $db.trades_raw DELETE WHERE " + PAIR, pair_params(gone), settings=SYNC)
+
+    result, _ = run_d_e(settings, ch)
+    assert result["mode"] == "incremental" and result["affected"] == NONE and result["pairs_total"] == 0
+    assert LAST["E"]["mode"] == "incremental" and LAST["E"]["wallets_rebuilt"] >= 1
+    assert int(ch.scalar("SELECT count() FROM $db.wallet_resolution_outcomes WHERE " + PAIR, pair_params(gone))) == 0
+    incremental = pnl_checksum(ch), outcomes_checksum(ch)
+    assert full_recompute(settings, ch) == incremental
