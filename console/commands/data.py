@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import textwrap
+import threading
+from collections.abc import Callable
+from typing import Any
 
 from console.commands import settings_from
+from engine.enrichment.load_staging import LoadStopped
 from engine.enrichment.loaders import FORMATS, KINDS, LoadReport, formats_help, list_errors, load_file
 from engine.errors import ExitCode
 from engine.redact import redact
@@ -48,16 +54,64 @@ def _print_report(r: LoadReport) -> None:
         print(list_errors(r.invalid))
 
 
+class _Stop:
+    """SIGTERM/SIGINT during a load, as a job handles them: the first asks the load to stop (it drops
+    its staging tables before the move and nothing is loaded; exit 0, a graceful stop), a second
+    aborts at once (exit 130; what a kill -9 would leave, which the next start cleans up)."""
+
+    def __init__(self) -> None:
+        self.requested = ""
+
+    def __call__(self, signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if self.requested:
+            print(f"second {name}: aborting now; nothing of this load is visible, the next load drops its staging",
+                  file=sys.stderr, flush=True)
+            os._exit(int(ExitCode.ABORTED))
+        self.requested = name
+        print(f"{name} received: stopping the load before its move (send it again to abort at once)",
+              file=sys.stderr, flush=True)
+
+
+def _run_in_thread(fn: Callable[[], LoadReport]) -> LoadReport:
+    """Run the load in a worker thread so this (main) thread stays free to take signals while chDB
+    works in C; the worker's result or exception comes back here."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["report"] = fn()
+        except BaseException as exc:  # handed to the main thread, which raises it
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="data-load", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.2)
+    if "error" in box:
+        raise box["error"]
+    return box["report"]  # type: ignore[no-any-return]
+
+
 def run_load(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     ch = open_clickhouse(settings)
+    stop = _Stop()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         def progress(n: int) -> None:
             if sys.stderr.isatty():
                 print(f"\r  validated {n:,} records…", end="", file=sys.stderr, flush=True)
 
-        report = load_file(ch, args.kind, args.file, fmt=args.format, skip_invalid=args.skip_invalid, progress=progress)
+        report = _run_in_thread(lambda: load_file(
+            ch, args.kind, args.file, fmt=args.format, skip_invalid=args.skip_invalid, progress=progress,
+            should_stop=lambda: bool(stop.requested)))
+    except LoadStopped as exc:
+        print(f"{args.kind} from {args.file}: {exc}")
+        return int(ExitCode.OK)
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         ch.close()
         if sys.stderr.isatty():
             print(file=sys.stderr)  # end the progress line

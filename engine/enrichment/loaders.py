@@ -6,9 +6,10 @@ Rules:
   all-or-nothing per file: one bad row refuses the file, naming line numbers and reasons
   (`skip_invalid` loads the good rows and reports the rest). Resolutions are the exception operators
   asked for: valid ones load, invalid ones are listed (and recorded in `resolution_rejects`).
-* Rows stream through a private staging table in chunks (`insert_rows`, no giant SQL strings), then
-  ONE `INSERT … SELECT` moves them into the real table. A crash before that statement leaves the real
-  table untouched; the staging table is dropped either way.
+* Rows stream through a private staging table in chunks (`insert_rows`, no giant SQL strings); the
+  new rows are then built aside as one part and attached to the real table in one step
+  (engine/enrichment/load_staging.py), so a reader or a crash sees the whole load or none of it.
+  Staging tables are dropped on the way out, and a killed load's at the next start.
 * Reloading is idempotent. Trades are immutable fills: only `trade_id`s not present yet are
   inserted. Markets and resolutions are ReplacingMergeTree upserts: a row identical to the current
   version is skipped, a changed one is inserted as the newer version (readers use FINAL).
@@ -19,7 +20,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.enrichment.categories import canonicalize_category
+from engine.enrichment.load_staging import Staging
 from engine.enrichment.resolution_rule import NEGATIVE_PAYOUT, PAYOUTS_NOT_ONE, is_placeholder, payouts_problem
 from engine.enrichment.schema import ensure_schema
+from engine.crashpoints import crash_point
 from engine.errors import BadInput
-from engine.stores.clickhouse import ClickHouse, ClickHouseError, ident
+from engine.stores.clickhouse import ClickHouse, ident
 
 Kind = Literal["trades", "markets", "resolutions"]
 KINDS: tuple[Kind, ...] = ("trades", "markets", "resolutions")
@@ -533,63 +535,9 @@ SPECS: dict[str, KindSpec] = {
 }
 
 
-# --- staging and the final move --------------------------------------------------------------------
-class Staging:
-    """A private MergeTree copy of the target's columns; dropped on exit whatever happened."""
-
-    def __init__(self, ch: ClickHouse, spec: KindSpec) -> None:
-        self.ch = ch
-        self.spec = spec
-        self.name = f"_load_{spec.table}_{uuid.uuid4().hex[:10]}"
-        self.rows = 0
-
-    def __enter__(self) -> Staging:
-        self.ch.command(f"CREATE TABLE $db.{ident(self.name)} ENGINE = MergeTree ORDER BY tuple() AS $db.{self.spec.table}")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.ch.command(f"DROP TABLE IF EXISTS $db.{ident(self.name)}")
-        except ClickHouseError:
-            pass
-
-    def add(self, rows: list[tuple[Any, ...]]) -> None:
-        if rows:
-            self.ch.insert_rows(self.name, self.spec.stage_columns, rows)
-            self.rows += len(rows)
-
-    def count(self) -> int:
-        return int(self.ch.scalar(f"SELECT count() FROM $db.{ident(self.name)}") or 0)
-
-    def conflicts(self) -> int:
-        """Trades only: staged ids already in the table with different values. Fills are immutable,
-        so they are not overwritten — but the operator must hear about it."""
-        cols = ", ".join(c for c in self.spec.stage_columns if c != "canonical_category")
-        stage = f"$db.{ident(self.name)}"
-        target = f"$db.{self.spec.table}"
-        content = f"cityHash64(toString(tuple({cols})))"
-        return int(self.ch.scalar(
-            f"SELECT count() FROM {stage} WHERE trade_id IN (SELECT trade_id FROM {target}) "
-            f"AND (trade_id, {content}) NOT IN (SELECT trade_id, {content} FROM {target} "
-            f"WHERE trade_id IN (SELECT trade_id FROM {stage}))"
-        ) or 0)
-
-    def move_new(self) -> int:
-        """One INSERT … SELECT of the staged rows that are new (trades) or new/changed (dims)."""
-        cols = ", ".join(self.spec.stage_columns)
-        stage = f"$db.{ident(self.name)}"
-        target = f"$db.{self.spec.table}"
-        if not self.spec.compare_columns:
-            where = f"{self.spec.key} NOT IN (SELECT {self.spec.key} FROM {target})"
-        else:
-            # toString(tuple(...)): a NULL (end_date) must hash like any value, not make the hash NULL
-            content = "cityHash64(toString(tuple(" + ", ".join(self.spec.compare_columns) + ")))"
-            where = f"({self.spec.key}, {content}) NOT IN (SELECT {self.spec.key}, {content} FROM {target} FINAL)"
-        # Count first: counting the target before/after would race with background merges.
-        new = int(self.ch.scalar(f"SELECT count() FROM {stage} WHERE {where}") or 0)
-        if new:
-            self.ch.command(f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} WHERE {where}")
-        return new
+# --- staging and the atomic move (engine/enrichment/load_staging.py) -------------------------------
+def staging_for(ch: ClickHouse, spec: KindSpec, should_stop: Callable[[], bool] | None = None) -> Staging:
+    return Staging(ch, spec.table, spec.key, spec.stage_columns, spec.compare_columns, should_stop)
 
 
 def _require_columns(path: Path, fmt: str, kind: str) -> None:
@@ -617,8 +565,10 @@ def load_file(
     skip_invalid: bool = False,
     source: str = "file",
     progress: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> LoadReport:
-    """Validate and load one file. Raises BadInput (nothing written) when the file is refused."""
+    """Validate and load one file. Raises BadInput (nothing written) when the file is refused, and
+    LoadStopped (nothing written) when `should_stop()` turned true before the move."""
     if kind not in SPECS:
         raise BadInput(f"unknown data kind {kind!r}: use trades, markets or resolutions")
     path = Path(path)
@@ -634,9 +584,11 @@ def load_file(
     pending: list[tuple[Any, ...]] = []
     wheres: dict[str, tuple[str, dict[str, Any]]] = {}  # resolutions only: key -> (where, raw record)
 
-    with Staging(ch, spec) as staging:
+    with staging_for(ch, spec, should_stop) as staging:
         for rec in read_records(path, fmt):
             report.records += 1
+            if report.records == 1:
+                crash_point("load_reading")
             if rec.data is None:
                 report.invalid.append(RowError(rec.where, rec.error))
                 continue
@@ -661,6 +613,7 @@ def load_file(
                 continue  # the file is refused anyway; keep validating only to list every problem
             pending.append(row)
             if len(pending) >= CHUNK_ROWS:
+                staging.check_stop()
                 staging.add(pending)
                 pending = []
                 if progress:
@@ -673,6 +626,8 @@ def load_file(
                 f"as a whole and nothing was loaded:\n{list_errors(report.invalid)}",
                 hint="fix the rows, or load the valid ones with --skip-invalid",
             )
+        crash_point("load_validated")
+        staging.check_stop()
         staging.add(pending)
         if kind == "resolutions":
             _reject_unknown_conditions(ch, staging, report, wheres)
@@ -763,7 +718,7 @@ def upsert_markets(ch: ClickHouse, rows: list[tuple[Any, ...]]) -> int:
     """Upsert validated market rows (MARKET_STAGE_COLUMNS order); returns rows new or changed."""
     if not rows:
         return 0
-    with Staging(ch, SPECS["markets"]) as staging:
+    with staging_for(ch, SPECS["markets"]) as staging:
         staging.add(rows)
         return staging.move_new()
 
@@ -772,6 +727,6 @@ def upsert_resolutions(ch: ClickHouse, rows: list[tuple[Any, ...]]) -> int:
     """Upsert validated resolution rows (RESOLUTION_STAGE_COLUMNS order); returns rows new or changed."""
     if not rows:
         return 0
-    with Staging(ch, SPECS["resolutions"]) as staging:
+    with staging_for(ch, SPECS["resolutions"]) as staging:
         staging.add(rows)
         return staging.move_new()
