@@ -7,6 +7,7 @@ symlink would otherwise make us truncate or append to whatever it points at (wit
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import secrets
@@ -88,3 +89,81 @@ def open_private_append(path: Path) -> TextIO:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # never the umask's 0755
     fd = open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+
+
+# --- bounded reads -----------------------------------------------------------------------------
+#: What a state, settings or override file may hold. They are a few KB; the cap means a file
+#: symlinked to /dev/zero, or a huge one, is refused instead of read until memory runs out.
+SMALL_FILE_LIMIT = 4 * 1024 * 1024
+
+
+def _kind_of(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def open_input(path: Path, what: str = "file") -> io.BufferedReader:
+    """Open a file the operator named (data, state, settings) for reading, in binary. Symlinks are
+    followed (they are the operator's own), but the target must be a regular file: a directory, FIFO
+    or device is refused as what it is (a FIFO is opened non-blocking, so it cannot hang us)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise BadInput(f"{path}: is a directory, not a {what}") from None
+    except PermissionError:
+        raise BadInput(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot be opened ({exc.strerror})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise BadInput(f"{path}: is {_kind_of(mode)}, not a regular {what}")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def read_bounded(path: Path, what: str = "file", limit: int = SMALL_FILE_LIMIT) -> bytes:
+    """The whole of a small file, refused (BadInput) beyond `limit` bytes whatever it claims to be."""
+    with open_input(path, what) as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise BadInput(f"{path}: larger than {limit:,} bytes; a {what} is never that big")
+    return data
+
+
+def decode_utf8(data: bytes, path: Path | str) -> str:
+    """UTF-8 text (a BOM is dropped), or a BadInput naming the line of the first invalid byte."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise BadInput(f"{path}: line {line} is not valid UTF-8 (byte 0x{data[exc.start]:02x})") from None
+
+
+def parse_json_text(text: str, path: Path | str) -> Any:
+    """json.loads whose every failure is a BadInput naming the file: bad syntax (with its line), nesting
+    too deep for the parser, an integer too long to convert."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except RecursionError:
+        raise BadInput(f"{path}: JSON nested too deeply") from None
+    except ValueError as exc:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
+        raise BadInput(f"{path}: not usable JSON ({exc})") from None
+
+
+def read_json_bounded(path: Path, what: str = "file", limit: int = SMALL_FILE_LIMIT) -> Any:
+    return parse_json_text(decode_utf8(read_bounded(path, what, limit), path), path)

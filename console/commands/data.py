@@ -14,7 +14,9 @@ from typing import Any
 
 from console.commands import settings_from
 from engine.enrichment.load_staging import LoadStopped
-from engine.enrichment.loaders import FORMATS, KINDS, LoadReport, formats_help, list_errors, load_file
+from engine.enrichment.loaders import (
+    FORMATS, KINDS, LoadReport, formats_help, list_errors, load_file, unknown_columns_text,
+)
 from engine.errors import ExitCode
 from engine.redact import redact
 from engine.stores.clickhouse import open_clickhouse
@@ -30,7 +32,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
         "any bad row is refused as a whole (exit 4) naming the line numbers and reasons; --skip-invalid "
         "loads the valid rows and lists the rest. Resolutions load their valid rows and list the "
         "invalid ones (also kept in resolution_rejects); exit 0 unless none was valid. Loading the "
-        "same file again adds nothing.", 100),
+        "same file again adds nothing. The load becomes visible in one step: a kill at any moment leaves "
+        "none of it; SIGTERM stops it before that step (exit 0, nothing loaded).", 100),
         epilog=formats_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -38,6 +41,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     load.add_argument("file", help="path of the file")
     load.add_argument("--format", choices=FORMATS, default="auto", help="file format (default: by extension)")
     load.add_argument("--skip-invalid", action="store_true", help="load the valid rows of a file that has bad ones")
+    load.add_argument("--strict", action="store_true",
+                      help="refuse a file with a column the format does not document (default: warn and ignore it)")
     load.add_argument("--json", action="store_true", help="print the report as JSON")
     load.set_defaults(func=run_load)
 
@@ -45,6 +50,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 def _print_report(r: LoadReport) -> None:
     print(f"{r.kind} from {r.path} ({r.format}): {r.records} record(s), {r.valid} valid, "
           f"inserted {r.inserted}, unchanged {r.unchanged}, invalid {r.invalid_count}")
+    if r.unknown_columns:
+        print(f"warning: unknown column(s) ignored: {unknown_columns_text(r.kind, r.unknown_columns)} "
+              "(--strict refuses such files)")
     if r.conflicts:
         print(f"warning: {r.conflicts} trade_id(s) were already loaded with DIFFERENT values and were kept as "
               "they are (fills are immutable); to replace them, remove those trades first")
@@ -105,7 +113,7 @@ def run_load(args: argparse.Namespace) -> int:
 
         report = _run_in_thread(lambda: load_file(
             ch, args.kind, args.file, fmt=args.format, skip_invalid=args.skip_invalid, progress=progress,
-            should_stop=lambda: bool(stop.requested)))
+            should_stop=lambda: bool(stop.requested), strict=args.strict))
     except LoadStopped as exc:
         print(f"{args.kind} from {args.file}: {exc}")
         return int(ExitCode.OK)
