@@ -15,7 +15,27 @@ import stat
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.errors import BadInput
+from engine.errors import BadInput, OpsError, StoreUnavailable
+
+
+#: errno values meaning "this directory cannot be written at all" (a setting points at the wrong
+#: place: exit 4) and "the disk under it is full or failing" (the storage cannot be used: exit 5).
+_NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EIO}
+
+
+def os_error(exc: OSError, path: Path | str | None = None, doing: str = "write") -> OpsError:
+    """An OSError on a runtime or data path as the operator's error: what, where, and what to do.
+    Read-only or forbidden: BadInput (exit 4); full or failing disk: StoreUnavailable (exit 5)."""
+    where = str(path if path is not None else (exc.filename or "?"))
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno in _NO_SPACE:
+        return StoreUnavailable(f"cannot {doing} {where}: {reason}",
+                                hint="free space on that filesystem (or point OPSCONSOLE_RUNTIME_DIR elsewhere), then retry")
+    if exc.errno in _NOT_WRITABLE:
+        return BadInput(f"cannot {doing} {where}: {reason}",
+                        hint="make it writable, or set OPSCONSOLE_RUNTIME_DIR to a writable directory")
+    return OpsError(f"cannot {doing} {where}: {reason}")
 
 
 def open_regular(path: Path, flags: int, mode: int = 0o600) -> int:
@@ -26,7 +46,7 @@ def open_regular(path: Path, flags: int, mode: int = 0o600) -> int:
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENXIO):
             raise _refused(path) from None
-        raise
+        raise os_error(exc, path, "open") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise _refused(path)
@@ -44,16 +64,28 @@ def _refused(path: Path) -> BadInput:
 
 
 def ensure_private_dir(path: Path, mode: int = 0o700) -> Path:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
-        os.chmod(path, mode)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if stat.S_IMODE(path.stat().st_mode) != mode:
+            os.chmod(path, mode)
     except PermissionError:
-        pass
+        if not path.is_dir():
+            raise os_error(PermissionError(errno.EACCES, "Permission denied"), path, "create") from None
+    except OSError as exc:
+        raise os_error(exc, path, "create") from None
     return path
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so a reader (or a crash) sees the old or the new file, never half."""
+    """Replace `path` with `data` so a reader (or a crash) sees the old or the new file, never half.
+    A failure (read-only, full disk) is an OpsError naming the file; the old file stays."""
+    try:
+        _atomic_write(path, data)
+    except OSError as exc:
+        raise os_error(exc, path) from None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # never the umask's 0755
     # A fresh name, created exclusively: a file (or symlink) planted under a predictable name is
     # never written through.
@@ -86,7 +118,10 @@ def atomic_write_json(path: Path, value: Any) -> None:
 
 def open_private_append(path: Path) -> TextIO:
     """Append-mode text file created 0600 (logs can name wallets and markets)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # never the umask's 0755
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # never the umask's 0755
+    except OSError as exc:
+        raise os_error(exc, path.parent, "create") from None
     fd = open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
 
