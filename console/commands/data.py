@@ -59,7 +59,7 @@ def _print_report(r: LoadReport) -> None:
     if r.invalid:
         verb = "rejected" if r.kind == "resolutions" else "skipped"
         print(f"{verb} {r.invalid_count} record(s):")
-        print(list_errors(r.invalid))
+        print(list_errors(r.invalid, total=r.invalid_count))
 
 
 class _Stop:

@@ -34,6 +34,11 @@ from engine.stores.clickhouse import ChdbClickHouse, ClickHouse, ClickHouseError
 
 PREFIX = "_load_"
 _NAME = re.compile(r"^_load_(?P<table>[A-Za-z0-9_]+?)_p(?P<pid>\d+)_h(?P<host>[0-9a-f]{8})_[0-9a-f]{6}(_move)?$")
+#: The staging table's own column: where the row was in the file (line, row or list index), so
+#: duplicates are found by ClickHouse (spilling to disk) instead of a set in our memory.
+LINE = "_line"
+#: GROUP BY over every key of a big file spills to disk beyond this, so memory stays bounded.
+GROUP_BY_SETTINGS = {"max_bytes_before_external_group_by": 256 * 1024 * 1024}
 #: OPTIMIZE attempts to get the move table down to one part before the load is refused.
 MERGE_ATTEMPTS = 3
 
@@ -103,10 +108,12 @@ class Staging:
         self.move_name = f"{self.name}_move"
         self.rows = 0
         self.swept: list[str] = []
+        self.has_duplicates = False
 
     def __enter__(self) -> Staging:
         self.swept = sweep_stale(self.ch)
         self.ch.command(f"CREATE TABLE $db.{ident(self.name)} AS $db.{ident(self.table)}")
+        self.ch.command(f"ALTER TABLE $db.{ident(self.name)} ADD COLUMN {LINE} UInt64 DEFAULT 0")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -120,11 +127,43 @@ class Staging:
     def ref(self) -> str:
         return f"$db.{ident(self.name)}"
 
-    def add(self, rows: list[tuple[Any, ...]] | list[list[Any]]) -> None:
+    def add(self, rows: list[tuple[Any, ...]] | list[list[Any]], lines: list[int] | None = None) -> None:
+        """Stage rows (in `columns` order); `lines` numbers them for the duplicate check."""
         if rows:
-            self.ch.insert_rows(self.name, self.columns, rows)
+            if lines is None:
+                self.ch.insert_rows(self.name, self.columns, rows)
+            else:
+                self.ch.insert_rows(self.name, [*self.columns, LINE],
+                                    [(*row, n) for row, n in zip(rows, lines, strict=True)])
             self.rows += len(rows)
             crash_point("load_staged_chunk")
+
+    def _dup_keys(self) -> str:
+        return f"SELECT {self.key} FROM {self.ref} GROUP BY {self.key} HAVING count() > 1"
+
+    def duplicates(self, limit: int) -> tuple[int, list[tuple[str, int, int]]]:
+        """Rows whose key an earlier row of the file has: (how many, the first `limit` of them as
+        (key, line, the first copy's line)), in file order. The first copy stays valid."""
+        total = int(self.ch.query(
+            f"SELECT sum(n - 1) FROM (SELECT count() AS n FROM {self.ref} GROUP BY {self.key} HAVING n > 1)",
+            settings=GROUP_BY_SETTINGS).scalar() or 0)
+        self.has_duplicates = total > 0
+        if not total:
+            return 0, []
+        rows = self.ch.query(
+            f"SELECT s.{self.key}, s.{LINE}, d.first FROM {self.ref} AS s INNER JOIN ("
+            f"SELECT {self.key}, min({LINE}) AS first FROM {self.ref} GROUP BY {self.key} HAVING count() > 1"
+            f") AS d ON s.{self.key} = d.{self.key} WHERE s.{LINE} != d.first ORDER BY s.{LINE} LIMIT {int(limit)}",
+            settings=GROUP_BY_SETTINGS).rows
+        return total, [(str(k), int(n), int(f)) for k, n, f in rows]
+
+    def _first_copies(self) -> str:
+        """A filter keeping only the first copy of a key staged more than once (`--skip-invalid`)."""
+        if not self.has_duplicates:
+            return "1"
+        return (f"({self.key}, {LINE}) NOT IN (SELECT {self.key}, {LINE} FROM {self.ref} WHERE {self.key} IN "
+                f"({self._dup_keys()}) AND ({self.key}, {LINE}) NOT IN (SELECT {self.key}, min({LINE}) FROM "
+                f"{self.ref} WHERE {self.key} IN ({self._dup_keys()}) GROUP BY {self.key}))")
 
     def count(self) -> int:
         return int(self.ch.scalar(f"SELECT count() FROM {self.ref}") or 0)
@@ -142,7 +181,7 @@ class Staging:
         return int(self.ch.scalar(
             f"SELECT count() FROM {self.ref} WHERE {self.key} IN (SELECT {self.key} FROM {target}) "
             f"AND ({self.key}, {content}) NOT IN (SELECT {self.key}, {content} FROM {target} "
-            f"WHERE {self.key} IN (SELECT {self.key} FROM {self.ref}))"
+            f"WHERE {self.key} IN (SELECT {self.key} FROM {self.ref})) AND {self._first_copies()}"
         ) or 0)
 
     def _new_rows_filter(self) -> str:
@@ -166,7 +205,8 @@ class Staging:
         cols = ", ".join(self.columns)
         move = f"$db.{ident(self.move_name)}"
         self.ch.command(f"CREATE TABLE {move} AS $db.{ident(self.table)}")
-        self.ch.command(f"INSERT INTO {move} ({cols}) SELECT {cols} FROM {self.ref} WHERE {self._new_rows_filter()}")
+        self.ch.command(f"INSERT INTO {move} ({cols}) SELECT {cols} FROM {self.ref} "
+                        f"WHERE {self._new_rows_filter()} AND {self._first_copies()}")
         crash_point("load_move_built")
         new = int(self.ch.scalar(f"SELECT count() FROM {move}") or 0)
         if not new:

@@ -45,6 +45,7 @@ FORMATS = ("auto", "csv", "jsonl", "parquet", "json")
 
 CHUNK_ROWS = 20_000
 MAX_LISTED = 20  # invalid rows named in a message; the count is always given in full
+MAX_KEPT = 1000  # invalid rows kept in a report (its JSON lists these); the count is exact
 
 # Documented file formats: (column, required, description). `opsconsole data load --help` prints these.
 COLUMNS: dict[Kind, list[tuple[str, bool, str]]] = {
@@ -116,13 +117,23 @@ class LoadReport:
     inserted: int = 0
     unchanged: int = 0  # already present (trades) or identical to the current version (dims)
     conflicts: int = 0  # trades: ids already present with DIFFERENT values (kept as they were)
-    invalid: list[RowError] = field(default_factory=list)
+    invalid: list[RowError] = field(default_factory=list)  # the first MAX_KEPT (all, for resolutions)
     skipped_invalid: bool = False
     unknown_columns: list[str] = field(default_factory=list)  # ignored (refused with strict)
 
+    invalid_total: int = 0  # every invalid record, however many are kept in `invalid`
+    keep_all: bool = False  # resolutions: every reject is recorded in resolution_rejects
+
     @property
     def invalid_count(self) -> int:
-        return len(self.invalid)
+        return max(self.invalid_total, len(self.invalid))
+
+    def add_invalid(self, error: RowError) -> None:
+        """Count every invalid record, keep the first MAX_KEPT: a file of millions of bad rows must
+        not hold millions of messages in memory."""
+        self.invalid_total = self.invalid_count + 1
+        if self.keep_all or len(self.invalid) < MAX_KEPT:
+            self.invalid.append(error)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -134,10 +145,12 @@ class LoadReport:
         }
 
 
-def list_errors(errors: list[RowError], limit: int = MAX_LISTED) -> str:
+def list_errors(errors: list[RowError], limit: int = MAX_LISTED, total: int | None = None) -> str:
+    """The first `limit` errors, then how many more (of `total`, when only some were kept)."""
+    total = len(errors) if total is None else max(total, len(errors))
     shown = [f"  {e.where}: {e.reason}" for e in errors[:limit]]
-    if len(errors) > limit:
-        shown.append(f"  … and {len(errors) - limit} more")
+    if total > limit:
+        shown.append(f"  … and {total - limit} more")
     return "\n".join(shown)
 
 
@@ -175,8 +188,9 @@ def _blank_to_none(row: dict[str, Any]) -> dict[str, Any]:
 #: a CSV field beyond CSV_FIELD_LIMIT characters too (Python's csv default, named here).
 MAX_LINE_BYTES = 16 * 1024 * 1024
 CSV_FIELD_LIMIT = 131_072
-#: A `json` file (one document) is parsed whole; bigger ones must be JSON lines.
-MAX_JSON_BYTES = 256 * 1024 * 1024
+#: A `json` file (one document) is parsed whole, and Python objects take several times the text;
+#: bigger ones must be JSON lines, which stream.
+MAX_JSON_BYTES = 64 * 1024 * 1024
 GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -725,11 +739,13 @@ def load_file(
     ensure_schema(ch)
     spec = SPECS[kind]
     report = LoadReport(kind, str(path), fmt)
+    report.keep_all = kind == "resolutions"
     known = known_columns(kind)
     unknown: dict[str, None] = dict.fromkeys(header_unknown)  # ordered set
-    seen: dict[int, str] = {}  # hash(key) -> where: duplicates inside one file are an error
     all_or_nothing = kind != "resolutions" and not skip_invalid
     pending: list[tuple[Any, ...]] = []
+    lines: list[int] = []
+    template = ""  # "line {}", "row {}", "resolutions[{}]": how this file's records are named
     wheres: dict[str, tuple[str, dict[str, Any]]] = {}  # resolutions only: key -> (where, raw record)
 
     with staging_for(ch, spec, should_stop) as staging:
@@ -738,7 +754,7 @@ def load_file(
             if report.records == 1:
                 crash_point("load_reading")
             if rec.data is None:
-                report.invalid.append(RowError(rec.where, rec.error))
+                report.add_invalid(RowError(rec.where, rec.error))
                 continue
             if not header_unknown and len(unknown) < MAX_UNKNOWN:
                 for name in rec.data.keys() - known:
@@ -750,39 +766,42 @@ def load_file(
                     key, row = spec.validate(rec.data, source)
             except FieldError as exc:
                 key = str(rec.data.get(spec.key) or "")
-                report.invalid.append(RowError(rec.where, str(exc), key))
+                report.add_invalid(RowError(rec.where, str(exc), key))
                 continue
-            h = hash(key)
-            if h in seen:
-                report.invalid.append(RowError(rec.where, f"duplicate {spec.key} {key!r} (first at {seen[h]})", key))
-                continue
-            seen[h] = rec.where
             if kind == "resolutions":
+                if key in wheres:  # a small file: duplicates are found here, in order
+                    report.add_invalid(RowError(rec.where, f"duplicate {spec.key} {key!r} (first at {wheres[key][0]})", key))
+                    continue
                 wheres[key] = (rec.where, rec.data)
+            template = template or _WHERE_NUMBER.sub("{}", rec.where, count=1)
             report.valid += 1
-            if all_or_nothing and report.invalid:
-                continue  # the file is refused anyway; keep validating only to list every problem
+            # Staged even when the file is refused already: ClickHouse finds the duplicates (and
+            # names them) from the staged keys and their lines.
             pending.append(row)
+            lines.append(_where_number(rec.where))
             if len(pending) >= CHUNK_ROWS:
                 staging.check_stop()
-                staging.add(pending)
-                pending = []
+                staging.add(pending, lines)
+                pending, lines = [], []
                 if progress:
                     progress(report.records)
         if report.records == 0:
             raise BadInput(f"{path}: no records found; nothing was loaded")
+        staging.check_stop()
+        staging.add(pending, lines)
+        pending, lines = [], []
+        if kind != "resolutions":
+            _add_duplicates(staging, report, template)
         if report.invalid and all_or_nothing:
             raise BadInput(
                 f"{path}: {report.invalid_count} invalid row(s) of {report.records}; the file was refused "
-                f"as a whole and nothing was loaded:\n{list_errors(report.invalid)}",
+                f"as a whole and nothing was loaded:\n{list_errors(report.invalid, total=report.invalid_count)}",
                 hint="fix the rows, or load the valid ones with --skip-invalid",
             )
         report.unknown_columns = list(unknown)
         if strict and unknown:
             _refuse_unknown(path, kind, report.unknown_columns)
         crash_point("load_validated")
-        staging.check_stop()
-        staging.add(pending)
         if kind == "resolutions":
             _reject_unknown_conditions(ch, staging, report, wheres)
             _record_rejects(ch, report, wheres, source)
@@ -797,6 +816,30 @@ def load_file(
         report.inserted = staging.move_new()
         report.unchanged = report.valid - report.inserted
     return report
+
+
+_WHERE_NUMBER = re.compile(r"[0-9]+")
+
+
+def _where_number(where: str) -> int:
+    m = _WHERE_NUMBER.search(where)
+    return int(m.group()) if m else 0
+
+
+def _add_duplicates(staging: Staging, report: LoadReport, template: str) -> None:
+    """Later copies of a key already in the file are invalid (the first stays valid), found by
+    ClickHouse over the staged keys; the report keeps its errors in file order."""
+    total, rows = staging.duplicates(MAX_KEPT)
+    if not total:
+        return
+    prior = report.invalid_count
+    for key, line, first in rows:
+        report.invalid.append(RowError(template.format(line), f"duplicate {staging.key} {key!r} "
+                                       f"(first at {template.format(first)})", key))
+    report.invalid_total = prior + total
+    report.invalid.sort(key=lambda e: _where_order(e.where))
+    del report.invalid[MAX_KEPT:]
+    report.valid -= total
 
 
 def _reject_unknown_conditions(ch: ClickHouse, staging: Staging, report: LoadReport,
@@ -826,7 +869,7 @@ def _reject_unknown_conditions(ch: ClickHouse, staging: Staging, report: LoadRep
             reason = f"unknown condition {cond!r} (not in trades_raw or markets_dim)"
         else:
             reason = f"market_id {market!r} does not match the condition's market {', '.join(sorted(markets))}"
-        report.invalid.append(RowError(where, reason, cond))
+        report.add_invalid(RowError(where, reason, cond))
         bad.append(cond)
     if bad:
         ch.command(f"ALTER TABLE {stage} DELETE WHERE condition_id IN {{bad:Array(String)}}",

@@ -216,6 +216,7 @@ CASES: list[Case] = [
     Case("trades-gzip-named-csv", ["data", "load", "trades", "t.csv"], 4, ["gzip-compressed"], {"t.csv": gzip.compress((TRADES_HEADER + TRADE_OK).encode())}),
     Case("markets-json-nested-100000-deep", ["data", "load", "markets", "m.json"], 4, ["m.json", "nested too deeply"], {"m.json": DEEP_JSON}),
     Case("markets-jsonl-line-nested-100000-deep", ["data", "load", "markets", "m.jsonl"], 4, ["line 1", "nested too deeply"], {"m.jsonl": DEEP_JSON + "\n"}),
+    Case("trades-single-line-over-16-mib", ["data", "load", "trades", "t.csv"], 4, ["line 2 is longer than 16,777,216 bytes"], {"t.csv": TRADES_HEADER + "x" * (17 * 1024 * 1024)}),
     Case("data-load-a-directory", ["data", "load", "trades", "d.csv"], 4, ["d.csv", "is a directory"], setup=directory("d.csv")),
     Case("data-load-a-fifo", ["data", "load", "trades", "p.csv"], 4, ["p.csv", "FIFO"], setup=fifo("p.csv")),
     Case("env-file-invalid-utf8", ["config"], 4, [".env", "not valid UTF-8"], {".env": b"BATCH_SIZE=3\nNAME=\xff\n"}),
