@@ -29,6 +29,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+from engine.enrichment import load_sql
 from engine.enrichment.categories import canonicalize_category
 from engine.enrichment.load_rules import is_ascii_number, limits
 from engine.enrichment.load_staging import Staging
@@ -212,6 +213,10 @@ def _text_lines(path: Path) -> Iterator[str]:
             yield text.removeprefix("\ufeff") if n == 1 else text
 
 
+def more_cells(columns: int) -> str:
+    return f"more cells than the header's {columns} columns"
+
+
 def _csv_delimiter(path: Path) -> str:
     return "\t" if path.suffix.lower() == ".tsv" else ","
 
@@ -239,7 +244,7 @@ def read_records(path: Path, fmt: str) -> Iterator[Record]:
                     continue  # a blank line (csv.DictReader skipped these too)
                 where = f"line {reader.line_num}"
                 if len(cells) > len(names):
-                    yield Record(where, None, f"{len(cells) - len(names)} more cells than the header has")
+                    yield Record(where, None, more_cells(len(names)))
                     continue
                 row: dict[str, Any] = dict(zip(names, cells, strict=False))
                 for name in names[len(cells):]:
@@ -690,12 +695,12 @@ def _refuse_unknown(path: Path, kind: str, unknown: list[str]) -> None:
                    "nothing was loaded", hint="rename them to the documented columns (`opsconsole data load --help`)")
 
 
-def _require_columns(path: Path, fmt: str, kind: str, strict: bool) -> list[str]:
+def _require_columns(path: Path, fmt: str, kind: str, strict: bool) -> tuple[list[str] | None, list[str]]:
     """Refuse a header missing a required column (or, with strict, naming an unknown one); returns
-    the unknown columns of a header format (CSV, Parquet)."""
+    the header and its unknown columns for a header format (CSV, Parquet)."""
     header = file_columns(path, fmt)
     if header is None:
-        return []
+        return None, []
     present = set(header)
     required = [c for c, req, _ in COLUMNS[kind] if req]  # type: ignore[index]
     if kind == "resolutions" and "payouts" in present:
@@ -709,7 +714,7 @@ def _require_columns(path: Path, fmt: str, kind: str, strict: bool) -> list[str]
     unknown = [c for c in header if c not in known_columns(kind)]
     if unknown and strict:
         _refuse_unknown(path, kind, unknown)
-    return unknown
+    return header, unknown
 
 
 #: Unknown keys of JSON records remembered for the warning (a file of random keys stays bounded).
@@ -735,7 +740,7 @@ def load_file(
     path = Path(path)
     open_input(path, "file").close()  # a directory, FIFO or device is named as such, never opened
     fmt = detect_format(path, fmt)
-    header_unknown = _require_columns(path, fmt, kind, strict)
+    header, header_unknown = _require_columns(path, fmt, kind, strict)
     ensure_schema(ch)
     spec = SPECS[kind]
     report = LoadReport(kind, str(path), fmt)
@@ -749,13 +754,13 @@ def load_file(
     wheres: dict[str, tuple[str, dict[str, Any]]] = {}  # resolutions only: key -> (where, raw record)
 
     with staging_for(ch, spec, should_stop) as staging:
-        for rec in read_records(path, fmt):
-            report.records += 1
-            if report.records == 1:
-                crash_point("load_reading")
+
+        def judge(rec: Record) -> None:
+            """One record: listed with its reasons, or staged (in chunks)."""
+            nonlocal pending, lines, template
             if rec.data is None:
                 report.add_invalid(RowError(rec.where, rec.error))
-                continue
+                return
             if not header_unknown and len(unknown) < MAX_UNKNOWN:
                 for name in rec.data.keys() - known:
                     unknown.setdefault(str(name))
@@ -765,13 +770,12 @@ def load_file(
                 else:
                     key, row = spec.validate(rec.data, source)
             except FieldError as exc:
-                key = str(rec.data.get(spec.key) or "")
-                report.add_invalid(RowError(rec.where, str(exc), key))
-                continue
+                report.add_invalid(RowError(rec.where, str(exc), str(rec.data.get(spec.key) or "")))
+                return
             if kind == "resolutions":
                 if key in wheres:  # a small file: duplicates are found here, in order
                     report.add_invalid(RowError(rec.where, f"duplicate {spec.key} {key!r} (first at {wheres[key][0]})", key))
-                    continue
+                    return
                 wheres[key] = (rec.where, rec.data)
             template = template or _WHERE_NUMBER.sub("{}", rec.where, count=1)
             report.valid += 1
@@ -785,6 +789,22 @@ def load_file(
                 pending, lines = [], []
                 if progress:
                     progress(report.records)
+
+        fast = None
+        if load_sql.usable(ch, kind, fmt) and header is not None:
+            fast = load_sql.stage_csv(ch, staging, path, header,
+                                         lambda line, data, error: judge(Record(f"line {line}", data, error)),
+                                         _csv_delimiter(path))
+        if fast is not None:  # ClickHouse read the file and staged its plain rows
+            report.records, plain = fast
+            report.valid += plain
+            template = "line {}"
+        else:
+            for rec in read_records(path, fmt):
+                report.records += 1
+                if report.records == 1:
+                    crash_point("load_reading")
+                judge(rec)
         if report.records == 0:
             raise BadInput(f"{path}: no records found; nothing was loaded")
         staging.check_stop()

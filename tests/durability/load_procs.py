@@ -27,6 +27,17 @@ def write_trades(path: Path, rows: int, *, start: int = 0) -> Path:
     return path
 
 
+def csv_to_jsonl(csv_path: Path) -> Path:
+    """The same trades as JSON lines (read by the Python reader; CSV goes through ClickHouse)."""
+    import csv as _csv
+
+    out = csv_path.with_suffix(".jsonl")
+    with csv_path.open(newline="") as src, out.open("w") as dst:
+        for row in _csv.DictReader(src):
+            dst.write(json.dumps(row) + "\n")
+    return out
+
+
 def load_env(root: Path, **extra: str) -> dict[str, str]:
     return subprocess_env(OPSCONSOLE_RUNTIME_DIR=str(root / "runtime"), CLICKHOUSE_PATH=str(root / "ch"), **extra)
 

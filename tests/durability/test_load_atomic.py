@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.durability.load_procs import inspect, load_cmd, load_env, metadata_dir, write_trades
+from tests.durability.load_procs import csv_to_jsonl, inspect, load_cmd, load_env, metadata_dir, write_trades
 
-ROWS = 50_000  # three staging chunks of 20,000
+ROWS = 50_000  # three staging chunks of 20,000 on the Python reader's path
 #: (crash point, whether the file's rows are visible after the kill)
 PHASES = [
     ("load_reading", False),
+    ("load_staged_chunk", False),
     ("load_staged_chunk:2", False),
     ("load_validated", False),
     ("load_move_built", False),
@@ -32,9 +33,11 @@ PHASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def trades_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_trades(tmp_path_factory.mktemp("load-data") / "trades.csv", ROWS)
+@pytest.fixture(scope="module", params=["csv", "jsonl"])
+def trades_file(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """CSV (read and checked by ClickHouse) and JSON lines (by the Python reader): both paths."""
+    path = write_trades(tmp_path_factory.mktemp("load-data") / "trades.csv", ROWS)
+    return path if request.param == "csv" else csv_to_jsonl(path)
 
 
 def _run(root: Path, path: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -55,6 +58,8 @@ def _reload_once(root: Path, path: Path) -> None:
 
 @pytest.mark.parametrize(("point", "visible"), PHASES, ids=[p for p, _ in PHASES])
 def test_kill_9_at_each_phase_leaves_none_or_all(point: str, visible: bool, trades_file: Path, tmp_path: Path) -> None:
+    if point == "load_staged_chunk:2" and trades_file.suffix == ".csv":
+        pytest.skip("ClickHouse stages a plain CSV in one statement: there is no second chunk")
     out = _run(tmp_path, trades_file, OPSCONSOLE_CRASH_AT=point)
     assert out.returncode == -signal.SIGKILL, out.stdout + out.stderr
     state = inspect(tmp_path)
