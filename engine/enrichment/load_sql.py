@@ -41,6 +41,14 @@ READ_SETTINGS = {
     "format_csv_allow_single_quotes": 0,
     "parallelize_output_from_storages": 0,  # one ordered stream: row numbers follow the file
     "max_memory_usage": 768 * 1024 * 1024,
+    # Not mmap (file()'s default for local files): mapped pages count as our RSS, so a 5 GB file
+    # would show as 5 GB of memory; pread reads through a bounded buffer.
+    "storage_file_read_method": "pread",
+    # Parts of ~128k rows: the default squashes inserts into 1M-row blocks, which for trades' long
+    # hex ids is hundreds of MB in memory at once (the move merges the parts into one anyway).
+    "max_insert_block_size": 131_072,
+    "min_insert_block_size_rows": 131_072,
+    "min_insert_block_size_bytes": 64 * 1024 * 1024,
 }
 # Python's str.strip() removes these from the ends of a cell; a cell that has any at its ends goes
 # to Python, so both paths store the same text.
@@ -154,40 +162,47 @@ def stage_csv(
     row the SQL did not accept, in file order, and stages or lists it. Returns (records, rows the
     SQL staged), or None when the file must go through the Python reader instead (nothing staged)."""
     cells = RawCells(header)
+    settings = {**READ_SETTINGS, "format_csv_delimiter": delimiter}
+    # Numbered before any filter: rowNumberInAllBlocks is stateful, so no predicate is pushed below it.
+    source = (f"(SELECT rowNumberInAllBlocks() AS rn, * FROM file({_lit(str(path))}, 'CSV', "
+              f"{_lit(cells.schema())}))")
+    all_cells = [f"c{i}" for i in range(len(header))] + ["extra"]
+    blank = " AND ".join(f"{c} IS NULL" for c in all_cells)
+    joined = "concat(" + ", ".join(f"ifNull({c}, '')" for c in all_cells) + ")"
+    longest = "greatest(" + ", ".join(f"length(ifNull({c}, ''))" for c in all_cells) + ")"
+    odd = f"(match({joined}, {_lit(chr(91) + chr(13) + chr(10) + chr(93))}) OR NOT isValidUTF8({joined}) OR {longest} > {CSV_FIELD_LIMIT})"
+    ok, values = _select(cells)
+    try:  # pass 1: what the file holds
+        records, odd_rows, rest = ch.query(
+            f"SELECT countIf(NOT ({blank})), countIf({odd}), countIf(NOT ({ok}) AND NOT ({blank})) FROM {source}",
+            settings=settings).rows[0]
+    except ClickHouseError:
+        return None  # ClickHouse's CSV dialect refused it: the csv module reads it and names the line
+    crash_point("load_reading")
+    if int(odd_rows):
+        # A line break in a cell (physical lines differ from records), invalid UTF-8 or an
+        # oversized field: the Python reader counts lines exactly and refuses the file clearly.
+        return None
+    # pass 2: every plain row, converted, straight from the file into the staging table
+    columns = ", ".join([*staging.columns, "_line"])
+    ch.command(f"INSERT INTO {staging.ref} ({columns}) SELECT {values}, rn + 2 FROM {source} WHERE {ok}",
+               settings=settings)
+    plain = int(ch.scalar(f"SELECT count() FROM {staging.ref}") or 0)
+    staging.rows += plain
+    crash_point("load_staged_chunk")
+    if not int(rest):
+        return int(records), plain
+    # pass 3, only when some rows are not plain: those rows' cells, judged in file order by Python
     raw = f"$db.{ident(staging.name + '_raw')}"
     ch.command(f"CREATE TABLE {raw} (rn UInt64, {cells.schema()}) ENGINE = MergeTree ORDER BY rn")
     try:
-        settings = {**READ_SETTINGS, "format_csv_delimiter": delimiter}
-        try:
-            ch.command(f"INSERT INTO {raw} SELECT rowNumberInAllBlocks(), * FROM file({_lit(str(path))}, 'CSV', "
-                       f"{_lit(cells.schema())})", settings=settings)
-        except ClickHouseError:
-            return None  # ClickHouse's CSV dialect refused it: the csv module reads it and names the line
-        crash_point("load_reading")
-        all_cells = [f"c{i}" for i in range(len(header))] + ["extra"]
-        blank = " AND ".join(f"{c} IS NULL" for c in all_cells)
-        joined = "concat(" + ", ".join(f"ifNull({c}, '')" for c in all_cells) + ")"
-        line_break = _lit("[\r\n]")
-        longest = "greatest(" + ", ".join(f"length(ifNull({c}, ''))" for c in all_cells) + ")"
-        records, odd = ch.query(
-            f"SELECT countIf(NOT ({blank})), countIf(match({joined}, {line_break}) OR NOT isValidUTF8({joined}) "
-            f"OR {longest} > {CSV_FIELD_LIMIT}) FROM {raw}").rows[0]
-        if int(odd):
-            # A line break in a cell (physical lines differ from records), invalid UTF-8 or an
-            # oversized field: the Python reader counts lines exactly and refuses the file clearly.
-            return None
-        ok, values = _select(cells)
-        columns = ", ".join([*staging.columns, "_line"])
-        ch.command(f"INSERT INTO {staging.ref} ({columns}) SELECT {values}, rn + 2 FROM {raw} WHERE {ok}")
-        plain = int(ch.scalar(f"SELECT count() FROM {staging.ref}") or 0)
-        staging.rows += plain
-        crash_point("load_staged_chunk")
+        ch.command(f"INSERT INTO {raw} SELECT rn, {', '.join(all_cells)} FROM {source} "
+                   f"WHERE NOT ({ok}) AND NOT ({blank})", settings=settings)
         last = -1
-        while True:  # the rest, in file order, judged by validate_trade
+        while True:
             staging.check_stop()
-            rows = ch.query(
-                f"SELECT rn, {', '.join(all_cells)} FROM {raw} WHERE rn > {last} AND NOT ({ok}) "
-                f"AND NOT ({blank}) ORDER BY rn LIMIT {PYTHON_BATCH}").rows
+            rows = ch.query(f"SELECT rn, {', '.join(all_cells)} FROM {raw} WHERE rn > {last} "
+                            f"ORDER BY rn LIMIT {PYTHON_BATCH}").rows
             if not rows:
                 break
             for rn, *values_ in rows:

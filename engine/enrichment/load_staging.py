@@ -33,12 +33,16 @@ from engine.errors import OpsError
 from engine.stores.clickhouse import ChdbClickHouse, ClickHouse, ClickHouseError, ident
 
 PREFIX = "_load_"
-_NAME = re.compile(r"^_load_(?P<table>[A-Za-z0-9_]+?)_p(?P<pid>\d+)_h(?P<host>[0-9a-f]{8})_[0-9a-f]{6}(_move)?$")
+_NAME = re.compile(r"^_load_(?P<table>[A-Za-z0-9_]+?)_p(?P<pid>\d+)_h(?P<host>[0-9a-f]{8})_[0-9a-f]{6}(_move|_raw)?$")
 #: The staging table's own column: where the row was in the file (line, row or list index), so
 #: duplicates are found by ClickHouse (spilling to disk) instead of a set in our memory.
 LINE = "_line"
 #: GROUP BY over every key of a big file spills to disk beyond this, so memory stays bounded.
 GROUP_BY_SETTINGS = {"max_bytes_before_external_group_by": 256 * 1024 * 1024}
+#: Parts of ~128k rows when copying staged rows: the default squashes into 1M-row blocks, hundreds
+#: of MB of wide rows held and sorted at once (the OPTIMIZE that follows merges them, streaming).
+INSERT_SETTINGS = {"max_insert_block_size": 131_072, "min_insert_block_size_rows": 131_072,
+                   "min_insert_block_size_bytes": 64 * 1024 * 1024}
 #: OPTIMIZE attempts to get the move table down to one part before the load is refused.
 MERGE_ATTEMPTS = 3
 
@@ -117,7 +121,7 @@ class Staging:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for name in (self.move_name, self.name):
+        for name in (self.move_name, f"{self.name}_raw", self.name):
             try:
                 self.ch.command(f"DROP TABLE IF EXISTS $db.{ident(name)}")
             except ClickHouseError:
@@ -198,28 +202,54 @@ class Staging:
             {"db": self.ch.database, "t": table},
         ) or 0)
 
+    def _merge_to_one_part(self, name: str) -> None:
+        ref = f"$db.{ident(name)}"
+        for _ in range(MERGE_ATTEMPTS):
+            if self._active_parts(name) <= 1:
+                break
+            self.ch.command(f"OPTIMIZE TABLE {ref} FINAL")
+        if self._active_parts(name) != 1:
+            raise OpsError(f"could not merge the load into one part for an atomic move into {self.table}; "
+                           "nothing was loaded", hint="check free disk space, then load the file again")
+
+    def _attach(self, name: str) -> None:
+        crash_point("load_before_attach")
+        self.check_stop()  # the last moment a stop still leaves the target untouched
+        self.ch.command(f"ALTER TABLE $db.{ident(self.table)} ATTACH PARTITION tuple() FROM $db.{ident(name)}")
+        crash_point("load_after_attach")
+
+    def _all_new(self) -> bool:
+        """Trades whose every staged row is new: no copy of a key in the file, none in the table."""
+        if self.compare or self.has_duplicates:
+            return False
+        target = f"$db.{ident(self.table)}"
+        return not int(self.ch.scalar(
+            f"SELECT count() FROM {self.ref} WHERE {self.key} IN (SELECT {self.key} FROM {target})") or 0)
+
     def move_new(self) -> int:
         """Make the staged rows that are new (trades) or new/changed (dims) visible in the target,
         atomically (module doc); returns how many."""
         self.check_stop()
+        if self._all_new():
+            # The common first load of a file: the staging table itself becomes the one part (its
+            # line column dropped), no copy of every row through a second table.
+            new = self.count()
+            if not new:
+                return 0
+            self.ch.command(f"ALTER TABLE {self.ref} DROP COLUMN {LINE}", settings={"mutations_sync": 2})
+            crash_point("load_move_built")
+            self._merge_to_one_part(self.name)
+            self._attach(self.name)
+            return new
         cols = ", ".join(self.columns)
         move = f"$db.{ident(self.move_name)}"
         self.ch.command(f"CREATE TABLE {move} AS $db.{ident(self.table)}")
         self.ch.command(f"INSERT INTO {move} ({cols}) SELECT {cols} FROM {self.ref} "
-                        f"WHERE {self._new_rows_filter()} AND {self._first_copies()}")
+                        f"WHERE {self._new_rows_filter()} AND {self._first_copies()}", settings=INSERT_SETTINGS)
         crash_point("load_move_built")
         new = int(self.ch.scalar(f"SELECT count() FROM {move}") or 0)
         if not new:
             return 0
-        for _ in range(MERGE_ATTEMPTS):
-            if self._active_parts(self.move_name) <= 1:
-                break
-            self.ch.command(f"OPTIMIZE TABLE {move} FINAL")
-        if self._active_parts(self.move_name) != 1:
-            raise OpsError(f"could not merge the load into one part for an atomic move into {self.table}; "
-                           "nothing was loaded", hint="check free disk space, then load the file again")
-        crash_point("load_before_attach")
-        self.check_stop()  # the last moment a stop still leaves the target untouched
-        self.ch.command(f"ALTER TABLE $db.{ident(self.table)} ATTACH PARTITION tuple() FROM {move}")
-        crash_point("load_after_attach")
+        self._merge_to_one_part(self.move_name)
+        self._attach(self.move_name)
         return new
