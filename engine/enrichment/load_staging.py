@@ -6,8 +6,10 @@ sees all of a file's new rows or none of them, and a kill -9 at any moment leave
 1. validated rows go into a private staging table `_load_<table>_p<pid>_h<host>_<rand>` created
    `AS` the target (same columns, engine, sort key and settings);
 2. the rows that are new (trades) or new/changed (dimension upserts) are copied into a second
-   private table `<staging>_move` and merged into ONE part (`OPTIMIZE … FINAL`);
-3. `ALTER TABLE target ATTACH PARTITION tuple() FROM <staging>_move` hard-links that one part into
+   private table `<staging>_move` and merged into ONE part (`OPTIMIZE … FINAL`); when every
+   staged trade is new (no id twice, none in the table: a first load), the staging table itself,
+   its line column dropped, is merged instead, saving a copy of every row;
+3. `ALTER TABLE target ATTACH PARTITION tuple() FROM <that table>` hard-links that one part into
    the target. Adding one part is one rename in the table's directory: it happened or it did not.
    (An `INSERT … SELECT` is not: it commits a part per block, which is how a killed load left
    1,056,384 of 3M rows behind.)
