@@ -158,6 +158,23 @@ def attach(scale: str, repeat: int) -> list[tuple[str, str, str]]:
     return [(f"attach ({doc['scale']}): {a}", b, c) for a, b, c in doc["rows"]]
 
 
+def load_rows(scale: str) -> list[tuple[str, str, str]]:
+    """`data load trades` of a CSV at the scale and at 10x, against chDB's own parse of the file."""
+    cmd = [sys.executable, "-m", "benchmarks.load", "--scale", scale, "--times", "1,10"]
+    out = subprocess.run(cmd, cwd=REPO, env=_env(Path(tempfile.mkdtemp(prefix="opsbench-"))), capture_output=True,
+                         text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"benchmarks.load failed:\n{out.stderr[-3000:]}")
+    rows = []
+    for line in out.stdout.strip().splitlines():
+        r = json.loads(line)
+        rows.append((f"load: trades CSV, {r['file']} ({r['rows']:,} rows, {r['bytes'] / 2**20:,.0f} MiB)",
+                     f"{r['load_s']:.1f} s, {r['rows_per_s']:,} rows/s, peak RSS {r['peak_rss_mib']:,} MiB; "
+                     f"chDB's parse {r['chdb_parse_s']:.2f} s, ratio {r['ratio_to_parse']}",
+                     "ratio ≤ 3, RSS ≤ 1024 MiB"))
+    return rows
+
+
 def render(rows: list[tuple[str, str, str]], command: str) -> str:
     lines = [
         f"machine: {machine_line()}",
@@ -176,7 +193,7 @@ def main() -> None:
     ap.add_argument("--classic-batches", type=int, default=15, help="classic strategy: measure this many batches and project")
     ap.add_argument("--write", type=Path, help="also write the report (markdown) to this file")
     ap.add_argument("--repeat", type=int, default=3, help="full Step D runs at batch 300; the best and the median are reported (default 3)")
-    ap.add_argument("--only", choices=("enrichment", "pipeline", "console", "scoring", "attach", "incremental"), help="run one part only")
+    ap.add_argument("--only", choices=("enrichment", "pipeline", "console", "scoring", "attach", "incremental", "load"), help="run one part only")
     ap.add_argument("--llm-latency", type=float, default=0.5, help="pipeline: mean seconds per loopback LLM call (default 0.5)")
     args = ap.parse_args()
     command = "uv run python -m benchmarks " + " ".join(sys.argv[1:])
@@ -205,6 +222,8 @@ def main() -> None:
         part([("scoring: 100,000 stored forecasts, offline --source", _script("benchmarks.scoring"), "")])
     if args.only in (None, "attach"):
         part(attach(args.scale, args.repeat))
+    if args.only in (None, "load"):
+        part(load_rows(args.scale))
     report = render(rows, command.strip())
     print(report)
     if args.write:

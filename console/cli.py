@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from engine.errors import EXIT_CODES_HELP, ExitCode, OpsError
+from engine.files import os_error
 from engine.redact import redact
 
 # Order is the order shown in --help.
@@ -82,6 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return int(ExitCode.OK)
+    except OSError as exc:  # (after BrokenPipeError, an OSError too)
+        # the runtime dir read-only or full, wherever it surfaced: said, not a traceback
+        error = os_error(exc)
+        print(f"opsconsole: {redact(str(error))}", file=sys.stderr)
+        return int(error.exit_code)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from engine.errors import BadInput, LockHeld
-from engine.files import open_regular
+from engine.files import open_regular, os_error
 
 
 class ProcessLock:
@@ -32,7 +32,10 @@ class ProcessLock:
         return text or "unknown"
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new runtime/ is private
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new runtime/ is private
+        except OSError as exc:
+            raise os_error(exc, self.path.parent, "create") from None
         # Never through a symlink: the pid written below would overwrite its target.
         fd = open_regular(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -45,9 +48,13 @@ class ProcessLock:
                 f"{self.what} is in use by another process (pid {holder}).",
                 hint=self.hint.format(pid=pid) if self.hint else f"wait for it to finish, or stop it: kill -TERM {pid}",
             ) from None
-        os.ftruncate(fd, 0)
         cmd = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv[:3]))
-        os.write(fd, f"{os.getpid()} {cmd}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {cmd}\n".encode())
+        except OSError as exc:  # a full disk: the pid is only for messages, but say so plainly
+            os.close(fd)
+            raise os_error(exc, self.path) from None
         self._fd = fd
 
     def release(self) -> None:

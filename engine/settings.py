@@ -17,6 +17,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from engine.errors import BadInput
+from engine.files import decode_utf8, read_bounded
 from engine.redact import redact, register_secret, url_secrets
 
 ENV_FILES = (".env", ".env.local")  # later files win
@@ -156,8 +157,18 @@ class Settings(BaseSettings):
         return out
 
 
+def check_env_files() -> None:
+    """Each `.env` file present must be a regular file of bounded size holding UTF-8 text: the dotenv
+    reader would otherwise read a /dev/zero symlink forever or fail with a UnicodeDecodeError."""
+    for name in ENV_FILES:
+        path = Path(name)
+        if path.exists() or path.is_symlink():
+            decode_utf8(read_bounded(path, "settings file"), path)
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Load settings; invalid values become a `BadInput` naming the variable, not a traceback."""
+    check_env_files()
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:

@@ -21,7 +21,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.errors import BadInput
-from engine.files import atomic_write_json
+from engine.files import atomic_write_json, decode_utf8, read_bounded
 from engine.redact import redact
 
 JOB_NAME = "full-enrichment"
@@ -76,6 +76,10 @@ def parse_checkpoint(text: str, where: str) -> StepDCheckpoint:
             hint='fix it, or write {"job": "enrichment", "step": "D", "batch_idx": N, "pairs_done": N*300} '
             "as the runbook shows, then resume",
         ) from None
+    except RecursionError:
+        raise BadInput(f"checkpoint {where} is JSON nested too deeply to be a checkpoint") from None
+    except ValueError as exc:  # an integer of thousands of digits: Python refuses to convert it
+        raise BadInput(f"checkpoint {where} is not usable JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise BadInput(f"checkpoint {where} must be a JSON object")
     try:
@@ -92,9 +96,10 @@ def parse_checkpoint(text: str, where: str) -> StepDCheckpoint:
 
 def load_local(runtime: Path) -> StepDCheckpoint | None:
     path = state_path(runtime)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
-    return parse_checkpoint(path.read_text(encoding="utf-8"), str(path))
+    # Bounded: a state file symlinked to /dev/zero (or grown huge) is refused, not read forever.
+    return parse_checkpoint(decode_utf8(read_bounded(path, "checkpoint file"), path), str(path))
 
 
 def save_local(runtime: Path, cp: StepDCheckpoint) -> None:

@@ -6,9 +6,10 @@ Rules:
   all-or-nothing per file: one bad row refuses the file, naming line numbers and reasons
   (`skip_invalid` loads the good rows and reports the rest). Resolutions are the exception operators
   asked for: valid ones load, invalid ones are listed (and recorded in `resolution_rejects`).
-* Rows stream through a private staging table in chunks (`insert_rows`, no giant SQL strings), then
-  ONE `INSERT … SELECT` moves them into the real table. A crash before that statement leaves the real
-  table untouched; the staging table is dropped either way.
+* Rows stream through a private staging table in chunks (`insert_rows`, no giant SQL strings); the
+  new rows are then built aside as one part and attached to the real table in one step
+  (engine/enrichment/load_staging.py), so a reader or a crash sees the whole load or none of it.
+  Staging tables are dropped on the way out, and a killed load's at the next start.
 * Reloading is idempotent. Trades are immutable fills: only `trade_id`s not present yet are
   inserted. Markets and resolutions are ReplacingMergeTree upserts: a row identical to the current
   version is skipped, a changed one is inserted as the newer version (readers use FINAL).
@@ -17,21 +18,27 @@ Rules:
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import math
-import uuid
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+from engine.enrichment import load_sql
 from engine.enrichment.categories import canonicalize_category
+from engine.enrichment.load_rules import is_ascii_number, limits
+from engine.enrichment.load_staging import Staging
 from engine.enrichment.resolution_rule import NEGATIVE_PAYOUT, PAYOUTS_NOT_ONE, is_placeholder, payouts_problem
 from engine.enrichment.schema import ensure_schema
+from engine.crashpoints import crash_point
 from engine.errors import BadInput
-from engine.stores.clickhouse import ClickHouse, ClickHouseError, ident
+from engine.files import decode_utf8, open_input, read_bounded
+from engine.stores.clickhouse import ClickHouse, ident
 
 Kind = Literal["trades", "markets", "resolutions"]
 KINDS: tuple[Kind, ...] = ("trades", "markets", "resolutions")
@@ -39,6 +46,7 @@ FORMATS = ("auto", "csv", "jsonl", "parquet", "json", "polymarket")
 
 CHUNK_ROWS = 20_000
 MAX_LISTED = 20  # invalid rows named in a message; the count is always given in full
+MAX_KEPT = 1000  # invalid rows kept in a report (its JSON lists these); the count is exact
 
 # Documented file formats: (column, required, description). `opsconsole data load --help` prints these.
 COLUMNS: dict[Kind, list[tuple[str, bool, str]]] = {
@@ -112,26 +120,40 @@ class LoadReport:
     inserted: int = 0
     unchanged: int = 0  # already present (trades) or identical to the current version (dims)
     conflicts: int = 0  # trades: ids already present with DIFFERENT values (kept as they were)
-    invalid: list[RowError] = field(default_factory=list)
+    invalid: list[RowError] = field(default_factory=list)  # the first MAX_KEPT (all, for resolutions)
     skipped_invalid: bool = False
+    unknown_columns: list[str] = field(default_factory=list)  # ignored (refused with strict)
+
+    invalid_total: int = 0  # every invalid record, however many are kept in `invalid`
+    keep_all: bool = False  # resolutions: every reject is recorded in resolution_rejects
 
     @property
     def invalid_count(self) -> int:
-        return len(self.invalid)
+        return max(self.invalid_total, len(self.invalid))
+
+    def add_invalid(self, error: RowError) -> None:
+        """Count every invalid record, keep the first MAX_KEPT: a file of millions of bad rows must
+        not hold millions of messages in memory."""
+        self.invalid_total = self.invalid_count + 1
+        if self.keep_all or len(self.invalid) < MAX_KEPT:
+            self.invalid.append(error)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind, "path": self.path, "format": self.format, "records": self.records,
             "valid": self.valid, "inserted": self.inserted, "unchanged": self.unchanged,
             "invalid": self.invalid_count, "conflicts": self.conflicts,
+            "unknown_columns": self.unknown_columns,
             "invalid_rows": [{"where": e.where, "reason": e.reason, "key": e.key} for e in self.invalid[:1000]],
         }
 
 
-def list_errors(errors: list[RowError], limit: int = MAX_LISTED) -> str:
+def list_errors(errors: list[RowError], limit: int = MAX_LISTED, total: int | None = None) -> str:
+    """The first `limit` errors, then how many more (of `total`, when only some were kept)."""
+    total = len(errors) if total is None else max(total, len(errors))
     shown = [f"  {e.where}: {e.reason}" for e in errors[:limit]]
-    if len(errors) > limit:
-        shown.append(f"  … and {len(errors) - limit} more")
+    if total > limit:
+        shown.append(f"  … and {total - limit} more")
     return "\n".join(shown)
 
 
@@ -164,38 +186,111 @@ def _blank_to_none(row: dict[str, Any]) -> dict[str, Any]:
     return {(k or "").strip(): (None if isinstance(v, str) and v.strip() == "" else v) for k, v in row.items()}
 
 
+#: Bounds on what one read holds in memory. A line (a JSON line, or one physical line of a CSV
+#: record) beyond MAX_LINE_BYTES is refused instead of read whole (a 3 GB single-line file);
+#: a CSV field beyond CSV_FIELD_LIMIT characters too (Python's csv default, named here).
+MAX_LINE_BYTES = 16 * 1024 * 1024
+CSV_FIELD_LIMIT = 131_072
+#: A `json` file (one document) is parsed whole, and Python objects take several times the text;
+#: bigger ones must be JSON lines, which stream.
+MAX_JSON_BYTES = 64 * 1024 * 1024
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _text_lines(path: Path) -> Iterator[str]:
+    """The file's lines as text, strictly UTF-8, each bounded; a fault is a BadInput naming the line."""
+    with open_input(path, "data file") as fh:
+        if fh.peek(2)[:2] == GZIP_MAGIC:
+            raise BadInput(f"{path}: is gzip-compressed; decompress it first (gunzip -k {path.name})")
+        n = 0
+        while raw := fh.readline(MAX_LINE_BYTES + 1):
+            n += 1
+            if len(raw) > MAX_LINE_BYTES:
+                raise BadInput(f"{path}: line {n} is longer than {MAX_LINE_BYTES:,} bytes; nothing was loaded")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BadInput(f"{path}: line {n} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                               f"{exc.start + 1}); nothing was loaded") from None
+            yield text.removeprefix("\ufeff") if n == 1 else text
+
+
+def more_cells(columns: int) -> str:
+    return f"more cells than the header's {columns} columns"
+
+
+def _csv_delimiter(path: Path) -> str:
+    return "\t" if path.suffix.lower() == ".tsv" else ","
+
+
+def _check_header(path: Path, header: list[str], where: str) -> list[str]:
+    names = [h.strip() for h in header]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise BadInput(f"{path}: {where}: column(s) {', '.join(repeated)} appear more than once in the header; "
+                       "nothing was loaded", hint="which of the copies is meant is not for the loader to guess")
+    return names
+
+
 def read_records(path: Path, fmt: str) -> Iterator[Record]:
     if fmt == "csv":
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-            if reader.fieldnames is None:
-                return
-            for row in reader:
-                if None in row:  # more cells than header columns
-                    yield Record(f"line {reader.line_num}", None, f"{len(row[None]) } more cells than the header has")
-                    continue
-                yield Record(f"line {reader.line_num}", _blank_to_none(row))
-    elif fmt == "jsonl":
-        with path.open(encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield Record(f"line {n}", None, f"not valid JSON ({exc.msg})")
-                    continue
-                if not isinstance(obj, dict):
-                    yield Record(f"line {n}", None, "not a JSON object")
-                    continue
-                yield Record(f"line {n}", obj)
-    elif fmt == "json":
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+        reader = csv.reader(_text_lines(path), delimiter=_csv_delimiter(path))
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            header = next(reader, None)
+            if header is None:
+                return
+            names = _check_header(path, header, "line 1")
+            for cells in reader:
+                if not cells:
+                    continue  # a blank line (csv.DictReader skipped these too)
+                where = f"line {reader.line_num}"
+                if len(cells) > len(names):
+                    yield Record(where, None, more_cells(len(names)))
+                    continue
+                row: dict[str, Any] = dict(zip(names, cells, strict=False))
+                for name in names[len(cells):]:
+                    row[name] = None  # fewer cells: the missing ones are absent
+                yield Record(where, _blank_to_none(row))
+        except csv.Error as exc:
+            reason = (f"a field is longer than {CSV_FIELD_LIMIT:,} characters" if "field limit" in str(exc)
+                      else f"not valid CSV ({exc})")
+            raise BadInput(f"{path}: line {reader.line_num}: {reason}; nothing was loaded") from None
+    elif fmt == "jsonl":
+        for n, line in enumerate(_text_lines(path), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield Record(f"line {n}", None, f"not valid JSON ({exc.msg})")
+                continue
+            except RecursionError:
+                yield Record(f"line {n}", None, "JSON nested too deeply")
+                continue
+            except ValueError as exc:  # an integer of thousands of digits
+                yield Record(f"line {n}", None, f"not usable JSON ({exc})")
+                continue
+            if not isinstance(obj, dict):
+                yield Record(f"line {n}", None, "not a JSON object")
+                continue
+            yield Record(f"line {n}", obj)
+    elif fmt == "json":
+        data = read_bounded(path, "data file", MAX_JSON_BYTES)
+        if data[:2] == GZIP_MAGIC:
+            raise BadInput(f"{path}: is gzip-compressed; decompress it first (gunzip -k {path.name})")
+        text = decode_utf8(data, path)
+        try:
+            doc = json.loads(text)
         except json.JSONDecodeError:
+            del data, text
             # a .json file holding JSON lines
             yield from read_records(path, "jsonl")
             return
+        except RecursionError:
+            raise BadInput(f"{path}: JSON nested too deeply; nothing was loaded") from None
+        except ValueError as exc:
+            raise BadInput(f"{path}: not usable JSON ({exc}); nothing was loaded") from None
         name = "item"
         if isinstance(doc, dict):
             for key in ("resolutions", "markets", "trades"):
@@ -228,18 +323,24 @@ def read_records(path: Path, fmt: str) -> Iterator[Record]:
 
 
 def file_columns(path: Path, fmt: str) -> list[str] | None:
-    """Header columns when the format has a header (CSV, Parquet); None otherwise."""
+    """Header columns when the format has a header (CSV, Parquet); None otherwise. A repeated column
+    refuses the file."""
     if fmt == "csv":
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            header = next(csv.reader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), None)
-        return [h.strip() for h in header] if header else []
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+        reader = csv.reader(_text_lines(path), delimiter=_csv_delimiter(path))
+        try:
+            header = next(reader, None)
+        except csv.Error as exc:
+            raise BadInput(f"{path}: line 1: not a valid CSV header ({exc})") from None
+        return _check_header(path, header, "line 1") if header else []
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
         try:
-            return list(pq.ParquetFile(path).schema_arrow.names)
+            names = list(pq.ParquetFile(path).schema_arrow.names)
         except Exception as exc:
             raise BadInput(f"{path}: not a readable Parquet file ({exc})") from None
+        return _check_header(path, names, "schema")
     return None
 
 
@@ -262,7 +363,9 @@ def _text(row: dict[str, Any], name: str, *, required: bool, ident_like: bool = 
     return text
 
 
-def _decimal(row: dict[str, Any], name: str, *, required: bool, places: int) -> Decimal | None:
+def _decimal(row: dict[str, Any], name: str, *, required: bool) -> Decimal | None:
+    """A number with at most the decimals its column type holds, below that type's bound
+    (load_rules: one bound per type); text must be ASCII digits."""
     value = row.get(name)
     if value is None:
         if required:
@@ -270,16 +373,45 @@ def _decimal(row: dict[str, Any], name: str, *, required: bool, places: int) -> 
         return None
     if isinstance(value, bool):
         raise FieldError(f"{name} must be a number, got {value!r}")
-    try:
-        d = value if isinstance(value, Decimal) else Decimal(str(value).strip())
-    except InvalidOperation:
-        raise FieldError(f"{name} is not a number ({value!r})") from None
+    if isinstance(value, Decimal):
+        d = value
+    elif isinstance(value, int):
+        d = Decimal(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise FieldError(f"{name} is not finite ({value!r})")
+        d = Decimal(str(value))
+    else:
+        text = str(value).strip()
+        if not is_ascii_number(text):
+            raise FieldError(f"{name} is not a number ({_short(value)}): use ASCII digits, '.' and an optional exponent")
+        d = Decimal(text)
     if not d.is_finite():
         raise FieldError(f"{name} is not finite ({value!r})")
-    exp = d.normalize().as_tuple().exponent  # trailing zeros do not count as decimals
-    if isinstance(exp, int) and -exp > places:
-        raise FieldError(f"{name} has more than {places} decimals ({value!r}); it would be rounded")
+    places, bound = limits(name)
+    if abs(d) >= bound:
+        raise FieldError(f"{name} {_short(value)} is out of range: it must be below {bound:.0E} in magnitude")
+    if _decimals(d) > places:
+        raise FieldError(f"{name} has more than {places} decimals ({_short(value)}); it would be rounded")
     return d
+
+
+def _decimals(d: Decimal) -> int:
+    """Decimal places that matter (trailing zeros do not), without Decimal's context: `normalize()`
+    would round 1e-9999999 to 0 and let it pass."""
+    sign, digits, exp = d.as_tuple()
+    if not isinstance(exp, int) or exp >= 0:
+        return 0
+    zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -exp - zeros)
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+_UNIX_TIME = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 def _when(row: dict[str, Any], name: str, *, required: bool) -> datetime | None:
@@ -298,7 +430,9 @@ def _when(row: dict[str, Any], name: str, *, required: bool) -> datetime | None:
             dt = datetime.fromtimestamp(secs / 1000 if secs > 1e11 else secs, tz=timezone.utc)
         else:
             text = str(value).strip()
-            if text.replace(".", "", 1).isdigit():
+            if not text.isascii():
+                raise ValueError("not ASCII")  # fromisoformat and float() take other scripts' digits
+            if _UNIX_TIME.fullmatch(text):
                 secs = float(text)
                 dt = datetime.fromtimestamp(secs / 1000 if secs > 1e11 else secs, tz=timezone.utc)
             else:
@@ -376,23 +510,21 @@ def validate_trade(row: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
         return v
 
     def price() -> Decimal:
-        p = _decimal(row, "price", required=True, places=6)
+        p = _decimal(row, "price", required=True)
         assert p is not None
         if not (0 <= p <= 1):
             raise FieldError(f"price {p} is outside [0, 1]")
         return p
 
     def shares() -> Decimal:
-        s = _decimal(row, "shares", required=True, places=6)
+        s = _decimal(row, "shares", required=True)
         assert s is not None
         if s <= 0:
             raise FieldError(f"shares must be > 0, got {s}")
-        if s >= Decimal(10) ** 12:
-            raise FieldError(f"shares {s} is implausibly large (>= 1e12)")
         return s
 
     def fee() -> Decimal:
-        f = _decimal(row, "fee_usd", required=False, places=12)
+        f = _decimal(row, "fee_usd", required=False)
         if f is None:
             return Decimal(0)
         if f < 0:
@@ -411,7 +543,7 @@ def validate_trade(row: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
     ])
     usd = None
     try:
-        usd = _decimal(row, "usd_value", required=False, places=12)
+        usd = _decimal(row, "usd_value", required=False)
         if usd is not None and usd < 0:
             raise FieldError(f"usd_value must be >= 0, got {usd}")
     except FieldError as exc:
@@ -490,13 +622,19 @@ def validate_resolution(row: dict[str, Any], source: str = "file") -> tuple[str,
         if row.get("payouts") is not None:
             items = row["payouts"]
             if isinstance(items, str):
-                items = json.loads(items)
+                items = json.loads(items) if len(items) < 1000 else None  # two numbers are short
             if not isinstance(items, (list, tuple)) or len(items) != 2:
                 raise FieldError("payouts must be a list [payout_yes, payout_no]")
-            payouts = [_decimal({"payout": x}, "payout", required=True, places=6) for x in items]  # type: ignore[misc]
+            payouts = [_decimal({"payout": x}, "payout", required=True) for x in items]  # type: ignore[misc]
+            if row.get("payout_yes") is not None or row.get("payout_no") is not None:
+                # Both forms given: they must say the same, never one silently winning.
+                stated = [_decimal(row, "payout_yes", required=False), _decimal(row, "payout_no", required=False)]
+                if any(v is not None and v != p for v, p in zip(stated, payouts, strict=True)):
+                    raise FieldError(f"payouts {[str(p) for p in payouts]} contradicts payout_yes/payout_no "
+                                     f"{[None if v is None else str(v) for v in stated]}")
         else:
-            y = _decimal(row, "payout_yes", required=True, places=6)
-            n = _decimal(row, "payout_no", required=True, places=6)
+            y = _decimal(row, "payout_yes", required=True)
+            n = _decimal(row, "payout_no", required=True)
             payouts = [y, n]  # type: ignore[list-item]
     except (FieldError, json.JSONDecodeError) as exc:
         problems.append(str(exc) if isinstance(exc, FieldError) else "payouts is not a JSON list")
@@ -535,69 +673,36 @@ SPECS: dict[str, KindSpec] = {
 }
 
 
-# --- staging and the final move --------------------------------------------------------------------
-class Staging:
-    """A private MergeTree copy of the target's columns; dropped on exit whatever happened."""
-
-    def __init__(self, ch: ClickHouse, spec: KindSpec) -> None:
-        self.ch = ch
-        self.spec = spec
-        self.name = f"_load_{spec.table}_{uuid.uuid4().hex[:10]}"
-        self.rows = 0
-
-    def __enter__(self) -> Staging:
-        self.ch.command(f"CREATE TABLE $db.{ident(self.name)} ENGINE = MergeTree ORDER BY tuple() AS $db.{self.spec.table}")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.ch.command(f"DROP TABLE IF EXISTS $db.{ident(self.name)}")
-        except ClickHouseError:
-            pass
-
-    def add(self, rows: list[tuple[Any, ...]]) -> None:
-        if rows:
-            self.ch.insert_rows(self.name, self.spec.stage_columns, rows)
-            self.rows += len(rows)
-
-    def count(self) -> int:
-        return int(self.ch.scalar(f"SELECT count() FROM $db.{ident(self.name)}") or 0)
-
-    def conflicts(self) -> int:
-        """Trades only: staged ids already in the table with different values. Fills are immutable,
-        so they are not overwritten — but the operator must hear about it."""
-        cols = ", ".join(c for c in self.spec.stage_columns if c != "canonical_category")
-        stage = f"$db.{ident(self.name)}"
-        target = f"$db.{self.spec.table}"
-        content = f"cityHash64(toString(tuple({cols})))"
-        return int(self.ch.scalar(
-            f"SELECT count() FROM {stage} WHERE trade_id IN (SELECT trade_id FROM {target}) "
-            f"AND (trade_id, {content}) NOT IN (SELECT trade_id, {content} FROM {target} "
-            f"WHERE trade_id IN (SELECT trade_id FROM {stage}))"
-        ) or 0)
-
-    def move_new(self) -> int:
-        """One INSERT … SELECT of the staged rows that are new (trades) or new/changed (dims)."""
-        cols = ", ".join(self.spec.stage_columns)
-        stage = f"$db.{ident(self.name)}"
-        target = f"$db.{self.spec.table}"
-        if not self.spec.compare_columns:
-            where = f"{self.spec.key} NOT IN (SELECT {self.spec.key} FROM {target})"
-        else:
-            # toString(tuple(...)): a NULL (end_date) must hash like any value, not make the hash NULL
-            content = "cityHash64(toString(tuple(" + ", ".join(self.spec.compare_columns) + ")))"
-            where = f"({self.spec.key}, {content}) NOT IN (SELECT {self.spec.key}, {content} FROM {target} FINAL)"
-        # Count first: counting the target before/after would race with background merges.
-        new = int(self.ch.scalar(f"SELECT count() FROM {stage} WHERE {where}") or 0)
-        if new:
-            self.ch.command(f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} WHERE {where}")
-        return new
+# --- staging and the atomic move (engine/enrichment/load_staging.py) -------------------------------
+def staging_for(ch: ClickHouse, spec: KindSpec, should_stop: Callable[[], bool] | None = None) -> Staging:
+    return Staging(ch, spec.table, spec.key, spec.stage_columns, spec.compare_columns, should_stop)
 
 
-def _require_columns(path: Path, fmt: str, kind: str) -> None:
+def known_columns(kind: str) -> set[str]:
+    return {c for c, _, _ in COLUMNS[kind]} | ({"payouts"} if kind == "resolutions" else set())  # type: ignore[index]
+
+
+def unknown_columns_text(kind: str, unknown: list[str]) -> str:
+    """`fee (did you mean fee_usd?), x`: each unknown column, with the documented one it resembles."""
+    known = sorted(known_columns(kind))
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        parts.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return ", ".join(parts)
+
+
+def _refuse_unknown(path: Path, kind: str, unknown: list[str]) -> None:
+    raise BadInput(f"{path}: unknown column(s) {unknown_columns_text(kind, unknown)}; refused by --strict, "
+                   "nothing was loaded", hint="rename them to the documented columns (`opsconsole data load --help`)")
+
+
+def _require_columns(path: Path, fmt: str, kind: str, strict: bool) -> tuple[list[str] | None, list[str]]:
+    """Refuse a header missing a required column (or, with strict, naming an unknown one); returns
+    the header and its unknown columns for a header format (CSV, Parquet)."""
     header = file_columns(path, fmt)
     if header is None:
-        return
+        return None, []
     present = set(header)
     required = [c for c, req, _ in COLUMNS[kind] if req]  # type: ignore[index]
     if kind == "resolutions" and "payouts" in present:
@@ -608,6 +713,14 @@ def _require_columns(path: Path, fmt: str, kind: str) -> None:
             f"{path}: missing required column(s) {', '.join(missing)}; nothing was loaded",
             hint="see `opsconsole data load --help` for the documented columns",
         )
+    unknown = [c for c in header if c not in known_columns(kind)]
+    if unknown and strict:
+        _refuse_unknown(path, kind, unknown)
+    return header, unknown
+
+
+#: Unknown keys of JSON records remembered for the warning (a file of random keys stays bounded).
+MAX_UNKNOWN = 50
 
 
 def load_file(
@@ -619,63 +732,98 @@ def load_file(
     skip_invalid: bool = False,
     source: str = "file",
     progress: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    strict: bool = False,
 ) -> LoadReport:
-    """Validate and load one file. Raises BadInput (nothing written) when the file is refused."""
+    """Validate and load one file. Raises BadInput (nothing written) when the file is refused, and
+    LoadStopped (nothing written) when `should_stop()` turned true before the move."""
     if kind not in SPECS:
         raise BadInput(f"unknown data kind {kind!r}: use trades, markets or resolutions")
     path = Path(path)
-    if not path.is_file():
-        raise BadInput(f"{path}: no such file")
+    open_input(path, "file").close()  # a directory, FIFO or device is named as such, never opened
     fmt = detect_format(path, fmt)
-    _require_columns(path, fmt, kind)
+    header, header_unknown = _require_columns(path, fmt, kind, strict)
     ensure_schema(ch)
     spec = SPECS[kind]
     report = LoadReport(kind, str(path), fmt)
-    seen: dict[int, str] = {}  # hash(key) -> where: duplicates inside one file are an error
+    report.keep_all = kind == "resolutions"
+    known = known_columns(kind)
+    unknown: dict[str, None] = dict.fromkeys(header_unknown)  # ordered set
     all_or_nothing = kind != "resolutions" and not skip_invalid
     pending: list[tuple[Any, ...]] = []
+    lines: list[int] = []
+    template = ""  # "line {}", "row {}", "resolutions[{}]": how this file's records are named
     wheres: dict[str, tuple[str, dict[str, Any]]] = {}  # resolutions only: key -> (where, raw record)
 
-    with Staging(ch, spec) as staging:
-        for rec in read_records(path, fmt):
-            report.records += 1
+    with staging_for(ch, spec, should_stop) as staging:
+
+        def judge(rec: Record) -> None:
+            """One record: listed with its reasons, or staged (in chunks)."""
+            nonlocal pending, lines, template
             if rec.data is None:
-                report.invalid.append(RowError(rec.where, rec.error))
-                continue
+                report.add_invalid(RowError(rec.where, rec.error))
+                return
+            if not header_unknown and len(unknown) < MAX_UNKNOWN:
+                for name in rec.data.keys() - known:
+                    unknown.setdefault(str(name))
             try:
                 if kind == "trades":
                     key, row = validate_trade(rec.data)
                 else:
                     key, row = spec.validate(rec.data, source)
             except FieldError as exc:
-                key = str(rec.data.get(spec.key) or "")
-                report.invalid.append(RowError(rec.where, str(exc), key))
-                continue
-            h = hash(key)
-            if h in seen:
-                report.invalid.append(RowError(rec.where, f"duplicate {spec.key} {key!r} (first at {seen[h]})", key))
-                continue
-            seen[h] = rec.where
+                report.add_invalid(RowError(rec.where, str(exc), str(rec.data.get(spec.key) or "")))
+                return
             if kind == "resolutions":
+                if key in wheres:  # a small file: duplicates are found here, in order
+                    report.add_invalid(RowError(rec.where, f"duplicate {spec.key} {key!r} (first at {wheres[key][0]})", key))
+                    return
                 wheres[key] = (rec.where, rec.data)
+            template = template or _WHERE_NUMBER.sub("{}", rec.where, count=1)
             report.valid += 1
-            if all_or_nothing and report.invalid:
-                continue  # the file is refused anyway; keep validating only to list every problem
+            # Staged even when the file is refused already: ClickHouse finds the duplicates (and
+            # names them) from the staged keys and their lines.
             pending.append(row)
+            lines.append(_where_number(rec.where))
             if len(pending) >= CHUNK_ROWS:
-                staging.add(pending)
-                pending = []
+                staging.check_stop()
+                staging.add(pending, lines)
+                pending, lines = [], []
                 if progress:
                     progress(report.records)
+
+        fast = None
+        if load_sql.usable(ch, kind, fmt) and header is not None:
+            fast = load_sql.stage_csv(ch, staging, path, header,
+                                         lambda line, data, error: judge(Record(f"line {line}", data, error)),
+                                         _csv_delimiter(path))
+        if fast is not None:  # ClickHouse read the file and staged its plain rows
+            report.records, plain = fast
+            report.valid += plain
+            template = "line {}"
+        else:
+            for rec in read_records(path, fmt):
+                report.records += 1
+                if report.records == 1:
+                    crash_point("load_reading")
+                judge(rec)
         if report.records == 0:
             raise BadInput(f"{path}: no records found; nothing was loaded")
+        staging.check_stop()
+        staging.add(pending, lines)
+        pending, lines = [], []
+        if kind != "resolutions":
+            _add_duplicates(staging, report, template)
         if report.invalid and all_or_nothing:
             raise BadInput(
                 f"{path}: {report.invalid_count} invalid row(s) of {report.records}; the file was refused "
-                f"as a whole and nothing was loaded:\n{list_errors(report.invalid)}",
+                f"as a whole and nothing was loaded:\n{list_errors(report.invalid, total=report.invalid_count)}",
                 hint="fix the rows, or load the valid ones with --skip-invalid",
             )
-        staging.add(pending)
+        report.unknown_columns = list(unknown)
+        if strict and unknown:
+            _refuse_unknown(path, kind, report.unknown_columns)
+        crash_point("load_validated")
         if kind == "resolutions":
             _reject_unknown_conditions(ch, staging, report, wheres)
             _record_rejects(ch, report, wheres, source)
@@ -690,6 +838,30 @@ def load_file(
         report.inserted = staging.move_new()
         report.unchanged = report.valid - report.inserted
     return report
+
+
+_WHERE_NUMBER = re.compile(r"[0-9]+")
+
+
+def _where_number(where: str) -> int:
+    m = _WHERE_NUMBER.search(where)
+    return int(m.group()) if m else 0
+
+
+def _add_duplicates(staging: Staging, report: LoadReport, template: str) -> None:
+    """Later copies of a key already in the file are invalid (the first stays valid), found by
+    ClickHouse over the staged keys; the report keeps its errors in file order."""
+    total, rows = staging.duplicates(MAX_KEPT)
+    if not total:
+        return
+    prior = report.invalid_count
+    for key, line, first in rows:
+        report.invalid.append(RowError(template.format(line), f"duplicate {staging.key} {key!r} "
+                                       f"(first at {template.format(first)})", key))
+    report.invalid_total = prior + total
+    report.invalid.sort(key=lambda e: _where_order(e.where))
+    del report.invalid[MAX_KEPT:]
+    report.valid -= total
 
 
 def _reject_unknown_conditions(ch: ClickHouse, staging: Staging, report: LoadReport,
@@ -719,7 +891,7 @@ def _reject_unknown_conditions(ch: ClickHouse, staging: Staging, report: LoadRep
             reason = f"unknown condition {cond!r} (not in trades_raw or markets_dim)"
         else:
             reason = f"market_id {market!r} does not match the condition's market {', '.join(sorted(markets))}"
-        report.invalid.append(RowError(where, reason, cond))
+        report.add_invalid(RowError(where, reason, cond))
         bad.append(cond)
     if bad:
         ch.command(f"ALTER TABLE {stage} DELETE WHERE condition_id IN {{bad:Array(String)}}",
@@ -765,7 +937,7 @@ def upsert_markets(ch: ClickHouse, rows: list[tuple[Any, ...]]) -> int:
     """Upsert validated market rows (MARKET_STAGE_COLUMNS order); returns rows new or changed."""
     if not rows:
         return 0
-    with Staging(ch, SPECS["markets"]) as staging:
+    with staging_for(ch, SPECS["markets"]) as staging:
         staging.add(rows)
         return staging.move_new()
 
@@ -774,6 +946,6 @@ def upsert_resolutions(ch: ClickHouse, rows: list[tuple[Any, ...]]) -> int:
     """Upsert validated resolution rows (RESOLUTION_STAGE_COLUMNS order); returns rows new or changed."""
     if not rows:
         return 0
-    with Staging(ch, SPECS["resolutions"]) as staging:
+    with staging_for(ch, SPECS["resolutions"]) as staging:
         staging.add(rows)
         return staging.move_new()

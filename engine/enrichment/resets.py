@@ -18,7 +18,6 @@ P&L and recomputes (when its checkpoint says done), or covers the market in a fr
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 from collections.abc import Callable
@@ -32,7 +31,7 @@ import anyio
 from engine.enrichment.mutations import wait_for_mutations
 from engine.enrichment.schema import ensure_schema
 from engine.errors import BadInput, OpsError, StoreUnavailable
-from engine.files import atomic_write_bytes, atomic_write_json, ensure_private_dir
+from engine.files import atomic_write_bytes, atomic_write_json, ensure_private_dir, read_json_bounded
 from engine.redact import redact
 from engine.runner import job_lock
 from engine.settings import Settings
@@ -135,9 +134,10 @@ def plan_reset(ch: ClickHouse, settings: Settings, market_id: str | None = None)
 def _market_checkpoint_note(state: Path) -> str:
     status = ""
     try:
-        status = str(json.loads(state.read_text()).get("status") or "")
-    except (OSError, ValueError):
-        pass
+        doc = read_json_bounded(state, "checkpoint file")
+        status = str(doc.get("status") or "") if isinstance(doc, dict) else ""
+    except OpsError:
+        pass  # an unreadable checkpoint only loses this note; resume reports it properly
     if status and status != "done":
         return ("a Step D run is in progress (checkpoint status " + status + "); resuming it only covers pairs "
                 "after its cursor — after it finishes, run `opsconsole enrich --step D` again to reprocess this market")

@@ -6,14 +6,14 @@ needing either store.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import anyio
 from pydantic import BaseModel, Field
 
 from engine.events import CheckpointSaved
-from engine.files import atomic_write_json
+from engine.errors import BadInput
+from engine.files import atomic_write_json, read_json_bounded
 from engine.runner import JobContext
 
 
@@ -40,7 +40,10 @@ class SelftestJob:
         path = self.state_path(ctx)
         done = 0
         if self.resume and path.exists():
-            done = int(json.loads(path.read_text())["done"])
+            doc = read_json_bounded(path, "state file")
+            if not isinstance(doc, dict) or not isinstance(doc.get("done"), int) or doc["done"] < 0:
+                raise BadInput(f"{path}: must be a JSON object with a count \"done\" >= 0")
+            done = int(doc["done"])
             ctx.log(f"resuming after unit {done}")
         while done < self.units:
             if not await ctx.control.boundary():

@@ -7,9 +7,11 @@ the rest need no data.
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,10 +29,13 @@ class Case:
     args: list[str]
     code: int
     expect: list[str]
-    files: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str | bytes] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     needs_data: bool = False  # run on a copy of the prepared demo database
     check: Callable[[Path, str], None] | None = None
+    #: prepares what files cannot express (a FIFO, a symlink, a read-only or full runtime dir); a
+    #: generator: the code after its yield undoes it
+    setup: Callable[[Path], Iterator[None]] | None = None
 
 
 def _market(**changes: object) -> dict[str, object]:
@@ -50,6 +55,85 @@ RESUME = ["enrich", "--step", "D", "--resume", "--no-ui", "--log-format", "plain
 DRY = ["pipeline", "--dry-run", "--no-ui", "--log-format", "plain", "--no-debug-dump"]
 TRADES_HEADER = "trade_id,wallet_address,market_id,condition_id,outcome_index,side,price,shares,usd_value,fee_usd,timestamp,tx_hash\n"
 TRADE_OK = "t1,0xw1,m1,0xc1,0,BUY,0.5,10,5,0,2025-01-01 00:00:00,0xh1\n"
+
+
+def _trade(price: str = "0.5", shares: str = "10", usd: str = "5", fee: str = "0", tid: str = "t2") -> str:
+    return f"{tid},0xw1,m1,0xc1,0,BUY,{price},{shares},{usd},{fee},2025-01-01 00:00:00,0xh2\n"
+
+
+def _mount_tmpfs(path: Path, options: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True, capture_output=True)
+
+
+def _can_mount() -> bool:
+    return os.geteuid() == 0
+
+
+def read_only_runtime(tmp: Path) -> Iterator[None]:
+    """runtime/ on a read-only filesystem (root: a read-only tmpfs, which root cannot write either);
+    other users: a directory without write permission, which they cannot write."""
+    runtime = tmp / "runtime"
+    if _can_mount():
+        _mount_tmpfs(runtime, "size=64k,ro")
+    else:
+        runtime.mkdir()
+        runtime.chmod(0o500)
+    try:
+        yield
+    finally:
+        if _can_mount():
+            subprocess.run(["umount", str(runtime)], check=False)
+        else:
+            runtime.chmod(0o700)
+
+
+def full_runtime(tmp: Path) -> Iterator[None]:
+    """runtime/ on a 16 KiB tmpfs that is already full: creating the lock works, writing its pid not."""
+    if not _can_mount():
+        pytest.skip("needs root to mount a small tmpfs")
+    runtime = tmp / "runtime"
+    _mount_tmpfs(runtime, "size=16k")
+    try:
+        with (runtime / "filler").open("wb") as fh:
+            try:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+            except OSError:
+                pass
+        yield
+    finally:
+        subprocess.run(["umount", str(runtime)], check=False)
+
+
+def fifo(name: str) -> Callable[[Path], Iterator[None]]:
+    def make(tmp: Path) -> Iterator[None]:
+        os.mkfifo(tmp / name)
+        yield
+
+    return make
+
+
+def directory(name: str) -> Callable[[Path], Iterator[None]]:
+    def make(tmp: Path) -> Iterator[None]:
+        (tmp / name).mkdir(parents=True)
+        yield
+
+    return make
+
+
+def symlink_to(name: str, target: str) -> Callable[[Path], Iterator[None]]:
+    def make(tmp: Path) -> Iterator[None]:
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / name).symlink_to(target)
+        yield
+
+    return make
+
+
+DEEP_JSON = "[" * 100_000 + "]" * 100_000
+BAD_UTF8 = b"\xff\xfe not utf-8 \xc3\x28"
+HUGE_INT = "1" + "0" * 4999
 
 
 def _no_trades_loaded(runtime_root: Path, output: str) -> None:
@@ -111,6 +195,44 @@ CASES: list[Case] = [
     Case("resolutions-unknown-condition-and-bad-sum", ["data", "load", "resolutions", "r.json"], 4, ["unknown condition '0xc1'", "payouts must sum to 1"], {"r.json": json.dumps({"resolutions": [
         {"condition_id": "0xc1", "market_id": "m1", "resolved_outcome": "YES", "payout_yes": 1, "payout_no": 0, "resolved_at": "2025-01-01T00:00:00Z"},
         {"condition_id": "0xc2", "market_id": "m2", "resolved_outcome": "NO", "payout_yes": 0.6, "payout_no": 0.6, "resolved_at": "2025-01-01T00:00:00Z"}]})}),
+    # --- loads that changed data silently (issue 16, item 6) -----------------------------------
+    Case("trades-repeated-header-column", ["data", "load", "trades", "t.csv"], 4, ["price", "more than once", "nothing was loaded"], {"t.csv": TRADES_HEADER.replace("shares", "price") + TRADE_OK}),
+    Case("trades-unknown-column-warned", ["data", "load", "trades", "t.csv"], 0, ["unknown column(s) ignored", "fee (did you mean fee_usd?)"], {"t.csv": TRADES_HEADER.replace("fee_usd", "fee") + TRADE_OK}),
+    Case("trades-unknown-column-strict", ["data", "load", "trades", "t.csv", "--strict"], 4, ["fee (did you mean fee_usd?)", "--strict", "nothing was loaded"], {"t.csv": TRADES_HEADER.replace("fee_usd", "fee") + TRADE_OK}),
+    Case("markets-unknown-key-strict", ["data", "load", "markets", "m.jsonl", "--strict"], 4, ["questoin (did you mean question?)"], {"m.jsonl": json.dumps({"market_id": "m1", "condition_id": "0xc1", "questoin": "?"}) + "\n"}),
+    Case("resolutions-contradictory-payouts", ["data", "load", "resolutions", "r.jsonl"], 4, ["line 1", "contradicts payout_yes/payout_no"], {"r.jsonl": json.dumps({"condition_id": "0xc1", "market_id": "m1", "payouts": [1, 0], "payout_yes": 0, "payout_no": 1, "resolved_at": "2025-01-01T00:00:00Z"}) + "\n"}),
+    Case("trades-fullwidth-digits", ["data", "load", "trades", "t.csv"], 4, ["line 3", "price is not a number", "ASCII"], {"t.csv": TRADES_HEADER + TRADE_OK + _trade(price="０.５")}),
+    Case("trades-arabic-indic-digits", ["data", "load", "trades", "t.csv"], 4, ["line 3", "shares is not a number"], {"t.csv": TRADES_HEADER + TRADE_OK + _trade(shares="١٠")}),
+    Case("trades-underscore-digits", ["data", "load", "trades", "t.csv"], 4, ["line 3", "shares is not a number"], {"t.csv": TRADES_HEADER + TRADE_OK + _trade(shares="1_000")}),
+    Case("trades-arabic-indic-timestamp", ["data", "load", "trades", "t.csv"], 4, ["line 3", "timestamp"], {"t.csv": TRADES_HEADER + TRADE_OK + "t2,0xw1,m1,0xc1,0,BUY,0.5,10,5,0,١٧٣٥٦٨٩٦٠٠,0xh2\n"}),
+    Case("trades-fee-just-under-1e26", ["data", "load", "trades", "t.csv"], 4, ["line 3", "fee_usd", "out of range"], {"t.csv": TRADES_HEADER + TRADE_OK + _trade(fee="9" * 26)}),
+    Case("trades-fee-1e26-with-skip-invalid", ["data", "load", "trades", "t.csv", "--skip-invalid"], 0, ["inserted 1", "line 3", "fee_usd", "out of range"], {"t.csv": TRADES_HEADER + TRADE_OK + _trade(fee="1e26")}),
+    Case("trades-usd-value-beyond-its-type", ["data", "load", "trades", "t.csv"], 4, ["line 3", "usd_value", "out of range"], {"t.csv": TRADES_HEADER + TRADE_OK + _trade(usd="1" + "0" * 30)}),
+    # --- clear errors, not tracebacks (issue 16, item 7) ----------------------------------------
+    Case("trades-csv-field-over-131072-chars", ["data", "load", "trades", "t.csv"], 4, ["line 3", "131,072 characters"], {"t.csv": TRADES_HEADER + TRADE_OK + _trade(tid="t" * 131_073)}),
+    Case("trades-csv-invalid-utf8", ["data", "load", "trades", "t.csv"], 4, ["line 3", "not valid UTF-8"], {"t.csv": (TRADES_HEADER + TRADE_OK).encode() + BAD_UTF8 + b"\n"}),
+    Case("markets-jsonl-invalid-utf8", ["data", "load", "markets", "m.jsonl"], 4, ["line 1", "not valid UTF-8"], {"m.jsonl": b'{"market_id": "m1\xff", "condition_id": "0xc1"}\n'}),
+    Case("resolutions-json-invalid-utf8", ["data", "load", "resolutions", "r.json"], 4, ["r.json", "not valid UTF-8"], {"r.json": b'{"resolutions": [{"condition_id": "\xc3\x28"}]}'}),
+    Case("trades-gzip-named-csv", ["data", "load", "trades", "t.csv"], 4, ["gzip-compressed"], {"t.csv": gzip.compress((TRADES_HEADER + TRADE_OK).encode())}),
+    Case("markets-json-nested-100000-deep", ["data", "load", "markets", "m.json"], 4, ["m.json", "nested too deeply"], {"m.json": DEEP_JSON}),
+    Case("markets-jsonl-line-nested-100000-deep", ["data", "load", "markets", "m.jsonl"], 4, ["line 1", "nested too deeply"], {"m.jsonl": DEEP_JSON + "\n"}),
+    Case("trades-single-line-over-16-mib", ["data", "load", "trades", "t.csv"], 4, ["line 2 is longer than 16,777,216 bytes"], {"t.csv": TRADES_HEADER + "x" * (17 * 1024 * 1024)}),
+    Case("data-load-a-directory", ["data", "load", "trades", "d.csv"], 4, ["d.csv", "is a directory"], setup=directory("d.csv")),
+    Case("data-load-a-fifo", ["data", "load", "trades", "p.csv"], 4, ["p.csv", "FIFO"], setup=fifo("p.csv")),
+    Case("env-file-invalid-utf8", ["config"], 4, [".env", "not valid UTF-8"], {".env": b"BATCH_SIZE=3\nNAME=\xff\n"}),
+    Case("env-file-symlinked-to-dev-zero", ["config"], 4, [".env", "is a device"], setup=symlink_to(".env", "/dev/zero")),
+    Case("runtime-read-only-doctor", ["doctor"], 1, ["runtime", "FAIL"], setup=read_only_runtime),
+    Case("runtime-read-only-gates", ["gates"], 4, ["runtime", "OPSCONSOLE_RUNTIME_DIR"], setup=read_only_runtime),
+    Case("runtime-read-only-data-load", ["data", "load", "trades", "t.csv"], 4, ["runtime", "OPSCONSOLE_RUNTIME_DIR"], {"t.csv": TRADES_HEADER + TRADE_OK}, setup=read_only_runtime),
+    Case("runtime-read-only-enrich", ["enrich", "--step", "D", "--no-ui"], 4, ["runtime", "OPSCONSOLE_RUNTIME_DIR"], setup=read_only_runtime),
+    Case("runtime-read-only-selftest", ["selftest", "--no-ui"], 4, ["runtime", "OPSCONSOLE_RUNTIME_DIR"], setup=read_only_runtime),
+    Case("runtime-full-when-the-lock-pid-is-written", ["selftest", "--no-ui"], 5, ["selftest.lock", "No space left on device"], setup=full_runtime),
+    Case("runtime-full-chdb-lock", ["gates"], 5, ["clickhouse.lock", "No space left on device"], setup=full_runtime),
+    Case("checkpoint-deep-json", RESUME, 4, ["full-enrichment.state.json", "nested too deeply"], {CP: DEEP_JSON}, needs_data=True),
+    Case("checkpoint-invalid-utf8", RESUME, 4, ["full-enrichment.state.json", "not valid UTF-8"], {CP: b'{"job": "enrichment\xff"}'}, needs_data=True),
+    Case("checkpoint-a-directory", RESUME, 4, ["full-enrichment.state.json", "is a directory"], setup=directory(CP), needs_data=True),
+    Case("checkpoint-5000-digit-integer", RESUME, 4, ["full-enrichment.state.json", "digits"], {CP: '{"job": "enrichment", "step": "D", "batch_idx": 1, "pairs_done": ' + HUGE_INT + "}"}, needs_data=True),
+    Case("checkpoint-symlinked-to-dev-zero", RESUME, 4, ["full-enrichment.state.json", "is a device"], setup=symlink_to(CP, "/dev/zero"), needs_data=True),
     # --- settings and stores --------------------------------------------------------------------
     Case("setting-not-a-number", ["gates"], 4, ["BATCH_SIZE"], env={"BATCH_SIZE": "lots"}),
     Case("setting-filters-not-json", ["config"], 4, ["INGESTION_FILTERS"], env={"INGESTION_FILTERS": "{tag: 1"}),
@@ -146,13 +268,20 @@ def test_bad_input(case: Case, tmp_path: Path, request: pytest.FixtureRequest) -
     if case.needs_data:
         env["CLICKHOUSE_PATH"] = str(request.getfixturevalue("demo_template"))
         env["POSTGRES_URL"] = request.getfixturevalue("pg_url")
-    for name, text in case.files.items():
+    for name, content in case.files.items():
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    before = {name: (tmp_path / name).read_text() for name in case.files}
-    out = subprocess.run([*OPSCONSOLE, *case.args], env=subprocess_env(**env), cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+    before = {name: (tmp_path / name).read_bytes() for name in case.files}
+    undo = case.setup(tmp_path) if case.setup else None
+    if undo is not None:
+        next(undo)
+    try:
+        out = subprocess.run([*OPSCONSOLE, *case.args], env=subprocess_env(**env), cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    finally:
+        if undo is not None:
+            next(undo, None)
     text = out.stdout + out.stderr
     assert "Traceback" not in text, text[-3000:]
     assert out.returncode == case.code, f"exit {out.returncode}, expected {case.code}:\n{text[-3000:]}"
@@ -160,6 +289,6 @@ def test_bad_input(case: Case, tmp_path: Path, request: pytest.FixtureRequest) -
         assert needle in text, f"{needle!r} not in output:\n{text[-3000:]}"
     if case.code != 0:  # refused: the operator's own files are untouched
         for name, original in before.items():
-            assert (tmp_path / name).read_text() == original, f"{name} was modified"
+            assert (tmp_path / name).read_bytes() == original, f"{name} was modified"
     if case.check:
         case.check(tmp_path, text)
