@@ -93,7 +93,7 @@ CASES: list[Case] = [
     Case("step-t-bad-data-api-url", STEP_T, 4, ["data-api base URL must start with http"], env={"POLYMARKET_DATA_API_URL": "ftp://data-api"}),
     Case("step-t-condition-not-an-id", ["enrich", "--step", "T", "--condition", "0x12", "--no-ui"], 4, ["--condition '0x12' is not a condition id"]),
     Case("step-t-wallet-not-an-address", ["enrich", "--step", "T", "--wallet", "alice", "--no-ui"], 4, ["--wallet 'alice' is not a wallet address"]),
-    Case("enrich-unknown-step-names-t", ["enrich", "--step", "X", "--no-ui"], 4, ["use T, A, B, C, D, E or all"]),
+    Case("enrich-unknown-step-names-t", ["enrich", "--step", "X", "--no-ui"], 4, ["use T, A, B, C, D, E, all or daily"]),
 ]
 
 
