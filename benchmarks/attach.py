@@ -237,7 +237,9 @@ def console_process(args: argparse.Namespace) -> None:
     session.quit_when_done = True
     received = [0]
     session.bus.add_listener(lambda _e: received.__setitem__(0, received[0] + 1))
-    app = OpsConsoleApp(settings, session=session)
+    # The console's own default (gates refreshed through the job every 30 s) unless told otherwise.
+    app = OpsConsoleApp(settings, session=session, **({"gates_interval": args.gates_interval or None}
+                                                       if args.gates_interval != 30.0 else {}))
     frames = Frames()
     frames.install(app)
 
@@ -571,10 +573,11 @@ def stepd_run(runtime: Path, kind: str, n: int, batch_size: int) -> dict[str, An
     work.mkdir()
     ready = ("--ready-dir", str(work))
     helpers: list[tuple[subprocess.Popen[str], Path]] = []
-    if kind == "consoles":
+    if kind in ("consoles", "consoles-nogates"):
+        gates = ("--gates-interval", "0") if kind == "consoles-nogates" else ()
         for i in range(3):
             out = work / f"console-{i}.out"
-            helpers.append((_spawn(runtime, "console", "--job", STEPD_JOB, *ready, out=out), out))
+            helpers.append((_spawn(runtime, "console", "--job", STEPD_JOB, *ready, *gates, out=out), out))
     elif kind == "hostile":
         out = work / "hostile.out"
         helpers.append((_spawn(runtime, "hostile", "--job", STEPD_JOB, *ready, out=out), out))
@@ -601,8 +604,8 @@ def stepd_run(runtime: Path, kind: str, n: int, batch_size: int) -> dict[str, An
     return result
 
 
-def ratio_rows(runtime: Path, scale: str, repeat: int) -> list[tuple[str, str, str]]:
-    runs: dict[str, list[dict[str, Any]]] = {"alone": [], "consoles": [], "hostile": []}
+def ratio_rows(runtime: Path, scale: str, repeat: int, kinds: list[str]) -> list[tuple[str, str, str]]:
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in ["alone", *[k for k in kinds if k != "alone"]]}
     for n in range(repeat):
         for kind in runs:
             r = stepd_run(runtime, kind, n, 300)
@@ -615,35 +618,42 @@ def ratio_rows(runtime: Path, scale: str, repeat: int) -> list[tuple[str, str, s
     spread = {k: ", ".join(f"{r['seconds']:.2f}" for r in v) for k, v in runs.items()}
     reference = runs["alone"][0]["checksum"]
     pairs = best["alone"]["pairs"] or 0
+    alone_cpu = statistics.mean(r["cpu_s"] for r in runs["alone"])
 
     def same(kind: str) -> str:
         return "yes" if all(r["checksum"] == reference and r["state"] == "done" for r in runs[kind]) else "no"
 
-    cons = [h for r in runs["consoles"] for h in r["helpers"]]
-    attached_ok = sum(1 for h in cons if h.get("state") == "done")
-    hostile = runs["hostile"][-1]["helpers"][0] if runs["hostile"][-1]["helpers"] else {}
-    rows = [(
-        f"Step D ({scale}, batch 300) with three consoles attached ÷ alone",
-        f"best of {repeat}: alone {best['alone']['seconds']:.2f} s, three consoles {best['consoles']['seconds']:.2f} s; "
-        f"**ratio {best['consoles']['seconds'] / best['alone']['seconds']:.3f}** (medians {med['alone']:.2f} / "
-        f"{med['consoles']:.2f} s = {med['consoles'] / med['alone']:.3f}; runs alone {spread['alone']}, consoles "
-        f"{spread['consoles']} s); {attached_ok} of {len(cons)} consoles followed their run to done "
-        f"({min(h['events'] for h in cons):,}–{max(h['events'] for h in cons):,} events, "
-        f"{statistics.mean(h['cpu_s'] for h in cons):.2f} s CPU each, job {statistics.mean(r['cpu_s'] for r in runs['consoles']):.2f} "
-        f"s CPU vs {statistics.mean(r['cpu_s'] for r in runs['alone']):.2f} s alone); result identical: {same('consoles')}",
-        "≤ 1.05",
-    ), (
-        f"Step D ({scale}, batch 300) with hostile clients ÷ alone",
-        f"best of {repeat}: {best['hostile']['seconds']:.2f} s vs {best['alone']['seconds']:.2f} s alone; **ratio "
-        f"{best['hostile']['seconds'] / best['alone']['seconds']:.3f}** (throughput {pairs / best['hostile']['seconds']:,.0f} vs "
-        f"{pairs / best['alone']['seconds']:,.0f} pairs/s; medians {med['hostile']:.2f} / {med['alone']:.2f} s = "
-        f"{med['hostile'] / med['alone']:.3f}; runs {spread['hostile']} s); identical: {same('hostile')}; last run: "
-        f"{hostile.get('garbage_connections', 0)} garbage connections, {hostile.get('big_line_connections', 0)} 100 MB-line "
-        f"connections ({hostile.get('big_line_mib_sent', 0)} MiB taken before the cut), {hostile.get('hundred_rounds', 0)} "
-        f"rounds of 100 connections, {runs['hostile'][-1]['cut_offs']} cut-offs and {runs['hostile'][-1]['refusals']} "
-        "refusals in the job's log",
-        "unharmed (≈ 1.0), identical",
-    )]
+    rows = []
+    for kind in (k for k in ("consoles", "consoles-nogates") if k in runs):
+        cons = [h for r in runs[kind] for h in r["helpers"]]
+        attached_ok = sum(1 for h in cons if h.get("state") == "done")
+        how = "their default gates refresh every 30 s" if kind == "consoles" else "no automatic gates refresh"
+        rows.append((
+            f"Step D ({scale}, batch 300) with three consoles attached ({how}) ÷ alone",
+            f"best of {repeat}: alone {best['alone']['seconds']:.2f} s, three consoles {best[kind]['seconds']:.2f} s; "
+            f"**ratio {best[kind]['seconds'] / best['alone']['seconds']:.3f}** (medians {med['alone']:.2f} / "
+            f"{med[kind]:.2f} s = {med[kind] / med['alone']:.3f}; runs alone {spread['alone']}, consoles "
+            f"{spread[kind]} s); {attached_ok} of {len(cons)} consoles followed their run to done "
+            f"({min(h['events'] for h in cons):,}–{max(h['events'] for h in cons):,} events, "
+            f"{statistics.mean(h['cpu_s'] for h in cons):.2f} s CPU each; the job "
+            f"{statistics.mean(r['cpu_s'] for r in runs[kind]):.2f} s CPU vs {alone_cpu:.2f} s alone); "
+            f"result identical: {same(kind)}",
+            "≤ 1.05",
+        ))
+    if "hostile" in runs:
+        hostile = runs["hostile"][-1]["helpers"][0] if runs["hostile"][-1]["helpers"] else {}
+        rows.append((
+            f"Step D ({scale}, batch 300) with hostile clients ÷ alone",
+            f"best of {repeat}: {best['hostile']['seconds']:.2f} s vs {best['alone']['seconds']:.2f} s alone; **ratio "
+            f"{best['hostile']['seconds'] / best['alone']['seconds']:.3f}** (throughput {pairs / best['hostile']['seconds']:,.0f} vs "
+            f"{pairs / best['alone']['seconds']:,.0f} pairs/s; medians {med['hostile']:.2f} / {med['alone']:.2f} s = "
+            f"{med['hostile'] / med['alone']:.3f}; runs {spread['hostile']} s); identical: {same('hostile')}; last run: "
+            f"{hostile.get('garbage_connections', 0)} garbage connections, {hostile.get('big_line_connections', 0)} 100 MB-line "
+            f"connections ({hostile.get('big_line_mib_sent', 0)} MiB taken before the cut), {hostile.get('hundred_rounds', 0)} "
+            f"rounds of 100 connections, {runs['hostile'][-1]['cut_offs']} cut-offs and {runs['hostile'][-1]['refusals']} "
+            "refusals in the job's log",
+            "unharmed (≈ 1.0), identical",
+        ))
     return rows
 
 
@@ -672,7 +682,7 @@ def main(args: argparse.Namespace) -> None:
     if "flood" in parts:
         flood_rows(args, root, row)
     if "ratio" in parts:
-        for name, result, target in ratio_rows(runtime, args.scale, args.repeat):
+        for name, result, target in ratio_rows(runtime, args.scale, args.repeat, args.kinds.split(",")):
             row(name, result, target)
     print(json.dumps({"scale": args.scale, "data": data, "rows": rows}), flush=True)
 
@@ -751,6 +761,10 @@ def cli() -> None:
     ap.add_argument("--batch-size", type=int, default=300)
     ap.add_argument("--parts", default="keys,flood,ratio", help="comma-separated: keys (key→screen, attach), flood, ratio")
     ap.add_argument("--job", default=STEPD_JOB)
+    ap.add_argument("--gates-interval", type=float, default=30.0,
+                    help="console: seconds between automatic gates refreshes (0: none; default 30, the console's)")
+    ap.add_argument("--kinds", default="alone,consoles,hostile",
+                    help="ratio: which Step D runs (alone, consoles, consoles-nogates, hostile); alone is always run")
     ap.add_argument("--ready-dir", type=Path, default=Path(tempfile.gettempdir()))
     ap.add_argument("--wait-for", type=int, default=0, help="job: start Step D once this many clients are ready")
     args = ap.parse_args()
