@@ -55,7 +55,13 @@ READ_SETTINGS = {
 _EDGE_SPACE = r"[\s\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}\x{1c}-\x{1f}]"
 
 
-def usable(ch: ClickHouse, kind: str, fmt: str) -> bool:
+#: file() expands these as globs (`t{1,2}.csv`, `*`): such a name could read other files.
+_GLOB = set("*?{}[]")
+
+
+def usable(ch: ClickHouse, kind: str, fmt: str, path: Path | None = None) -> bool:
+    if path is not None and _GLOB & set(str(path.resolve())):
+        return False
     return kind == "trades" and fmt == "csv" and isinstance(ch, ChdbClickHouse)
 
 
@@ -164,7 +170,8 @@ def stage_csv(
     cells = RawCells(header)
     settings = {**READ_SETTINGS, "format_csv_delimiter": delimiter}
     # Numbered before any filter: rowNumberInAllBlocks is stateful, so no predicate is pushed below it.
-    source = (f"(SELECT rowNumberInAllBlocks() AS rn, * FROM file({_lit(str(path))}, 'CSV', "
+    # Absolute: file() resolves a relative path against chDB's user_files directory, not our cwd.
+    source = (f"(SELECT rowNumberInAllBlocks() AS rn, * FROM file({_lit(str(path.resolve()))}, 'CSV', "
               f"{_lit(cells.schema())}))")
     all_cells = [f"c{i}" for i in range(len(header))] + ["extra"]
     blank = " AND ".join(f"{c} IS NULL" for c in all_cells)

@@ -793,7 +793,7 @@ def load_file(
                     progress(report.records)
 
         fast = None
-        if load_sql.usable(ch, kind, fmt) and header is not None:
+        if load_sql.usable(ch, kind, fmt, path) and header is not None:
             fast = load_sql.stage_csv(ch, staging, path, header,
                                          lambda line, data, error: judge(Record(f"line {line}", data, error)),
                                          _csv_delimiter(path))

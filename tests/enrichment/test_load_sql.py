@@ -68,3 +68,15 @@ def test_a_line_break_in_a_cell_goes_through_the_python_reader(ch, tmp_path: Pat
     report = load_file(ch, "trades", path, skip_invalid=True)
     assert report.inserted == 2
     assert [e.where for e in report.invalid] == ["line 5"]  # a physical line, as the csv module counts
+
+
+def test_relative_and_glob_like_names_read_only_the_named_file(ch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """file() resolves relative paths elsewhere and expands `{a,b}`/`*`: neither may change what is read."""
+    (tmp_path / "t1.csv").write_text(HEADER + ROWS[0] + "\n")
+    (tmp_path / "t2.csv").write_text(HEADER + ROWS[1] + "\n")
+    (tmp_path / "t{1,2}.csv").write_text(HEADER + ROWS[2] + "\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_file(ch, "trades", "t1.csv").inserted == 1
+    glob = load_file(ch, "trades", "t{1,2}.csv")
+    assert (glob.records, glob.inserted) == (1, 1)
+    assert sorted(r[0] for r in ch.query("SELECT trade_id FROM $db.trades_raw").rows) == ["p1", "p3"]
