@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from engine.errors import BadInput
+from engine.errors import OpsError
 from engine.files import atomic_write_json, open_regular
 
 MAX_BYTES = 16 << 20  # a pipeline summary with thousands of failures is well under this
@@ -32,7 +32,7 @@ def load_last(runtime: Path, name: str, since: float = 0.0) -> dict[str, Any] | 
     path = last_path(runtime, name)
     try:
         fd = open_regular(path, os.O_RDONLY)
-    except (OSError, BadInput):
+    except (OSError, OpsError):  # absent, a symlink, not a regular file: no record
         return None
     with os.fdopen(fd, "rb") as fh:
         if os.fstat(fh.fileno()).st_mtime < since - 1:  # mtime granularity: a second of slack

@@ -11,6 +11,7 @@ import anyio
 import psycopg
 import pytest
 
+from engine.errors import OpsError
 from engine.bus import EventBus
 from engine.control import Control
 from engine.enrichment.checkpoint import (
@@ -118,9 +119,10 @@ def test_a_failing_local_write_fails_the_run_as_itself(settings) -> None:
         await writer.save_next(lambda: _state(1))
         await writer.settle()
 
-    with pytest.raises(OSError) as info:
+    with pytest.raises(OpsError) as info:  # a clear error naming the file, not an ExceptionGroup
         anyio.run(writer.run, body)
     assert not isinstance(info.value, BaseExceptionGroup)
+    assert "full-enrichment.state.json" in str(info.value)
     assert rec.of(CheckpointSaved) == []
 
 
