@@ -87,7 +87,7 @@ def test_two_days_of_daily_runs_end_equal_to_a_full_recompute(settings, ch) -> N
     messages = rec.messages()
     assert "daily enrichment: A → B → C → D → E → gates" in messages
     assert any(m.startswith("step T not configured: ") for m in messages)
-    assert job.results["skipped"] == {"T": "no such step in this build"}
+    assert set(job.results["skipped"]) == {"T"} and "POLYMARKET_DATA_API_URL is not set" in job.results["skipped"]["T"]
     assert job.results["A"]["written"] > 0, job.results["A"]  # the held-back markets, from the snapshot
     assert job.results["D"]["mode"] == "full"  # the first run has no bookkeeping to trust
     assert all(g.status != "FAIL" for g in job.gates)
@@ -197,3 +197,12 @@ def test_the_daily_command_writes_its_summary_and_log(tmp_path: Path, pg_url: st
     assert {g["name"] for g in document["gate_results"]} >= {"markets_missing_dim", "pnl_nulls"}
     assert document["D"]["mode"] == "incremental"
     assert "daily enrichment: A → B → C → D → E → gates" in (tmp_path / "rt" / "full-enrichment.console.log").read_text()
+
+
+def test_ingest_joins_the_daily_run_only_when_the_data_api_is_named(tmp_path) -> None:
+    from engine.enrichment.daily import EXTRA_STEPS
+    from engine.settings import load_settings
+
+    check = EXTRA_STEPS["T"].unconfigured
+    assert "POLYMARKET_DATA_API_URL is not set" in (check(load_settings(runtime_dir=tmp_path)) or "")
+    assert check(load_settings(runtime_dir=tmp_path, data_api_base_url="http://127.0.0.1:9")) is None
