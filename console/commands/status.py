@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 
 from console.commands import settings_from
+from engine.processes import pid_exists
 from engine.endpoint_client import RunningJob, running_jobs
 
 ENRICHMENT_STATE = "full-enrichment.state.json"
@@ -73,15 +74,6 @@ def _tail(path: Path, size: int = 256 * 1024) -> list[str]:
     return data.decode("utf-8", errors="replace").splitlines()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def last_outcome(runtime: Path, job: str) -> dict[str, Any]:
     """How the last run of `job` ended, from runtime/<job>.console.log."""
@@ -99,7 +91,7 @@ def last_outcome(runtime: Path, job: str) -> dict[str, Any]:
     elif start is not None:
         pid = int(start["pid"])
         # START without END: killed (SIGKILL, power loss) - or alive but not answering on its socket.
-        record["outcome"] = "running (not answering on its socket)" if _pid_alive(pid) and _pid_file(runtime, job) == pid \
+        record["outcome"] = "running (not answering on its socket)" if pid_exists(pid) and _pid_file(runtime, job) == pid \
             else "interrupted"
         record["pid"] = pid
     return record

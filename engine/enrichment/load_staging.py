@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from engine.processes import pid_exists
 from engine.crashpoints import crash_point
 from engine.errors import OpsError
 from engine.stores.clickhouse import ChdbClickHouse, ClickHouse, ClickHouseError, ident
@@ -61,15 +62,6 @@ def staging_name(table: str) -> str:
     return f"{PREFIX}{table}_p{os.getpid()}_h{_host_tag()}_{uuid.uuid4().hex[:6]}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, owned by someone else
-    return True
-
 
 def is_stale(name: str, *, exclusive: bool) -> bool:
     """Whether staging table `name` belongs to a process that is gone (see the module doc)."""
@@ -81,7 +73,7 @@ def is_stale(name: str, *, exclusive: bool) -> bool:
     pid = int(m["pid"])
     if exclusive:
         return pid != os.getpid()
-    return m["host"] == _host_tag() and pid != os.getpid() and not _pid_alive(pid)
+    return m["host"] == _host_tag() and pid != os.getpid() and not pid_exists(pid)
 
 
 def sweep_stale(ch: ClickHouse) -> list[str]:
