@@ -20,6 +20,7 @@ from engine.scoring.job import ScoreOptions
 from engine.scoring.metrics import SEED
 from engine.settings import Settings
 from engine.stores.clickhouse import ChdbClickHouse, open_clickhouse
+from tests.conftest import with_settings
 from tests.scoring.conftest import BASELINE, GEMINI, OPENAI, run_score, score_rows, seed
 from tests.scoring.gamma_closed import GammaClosed, closed_market
 
@@ -175,9 +176,12 @@ async def test_since_keeps_only_later_forecasts(score_settings: Settings, gamma:
     assert only["paired_n"] == 0 and only["bss_vs_baseline"] is None  # no baseline forecast to pair with
 
 
-async def test_the_enrichments_resolutions_come_first(score_settings: Settings, gamma: GammaClosed) -> None:
+async def test_the_enrichments_resolutions_come_first(score_settings: Settings, gamma: GammaClosed,
+                                                      chdb_path: Path, ch_database: str) -> None:
     """A market that `market_resolutions` holds is scored from it, and Gamma is not asked about it.
     Gamma says 102 resolved No; the enrichment says Yes (say, a corrected resolution Step C fetched)."""
+    # chDB serves one data directory per process: use the session's, as the other in-process tests do.
+    score_settings = with_settings(score_settings, clickhouse_path=chdb_path, clickhouse_database=ch_database)
     ch = open_clickhouse(score_settings)
     try:
         ensure_schema(ch)
@@ -199,6 +203,7 @@ async def test_the_enrichments_resolutions_come_first(score_settings: Settings, 
 
 async def test_a_busy_enrichment_store_falls_back_to_gamma(score_settings: Settings, gamma: GammaClosed) -> None:
     """Another process holds the embedded chDB (a running Step D): scoring asks Gamma and says why."""
+    ChdbClickHouse.close_all()  # this test process may hold the session's store: chDB allows one per process
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\n"
          "from engine.settings import load_settings\nfrom engine.stores.clickhouse import open_clickhouse\n"
