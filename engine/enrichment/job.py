@@ -233,6 +233,8 @@ class EnrichmentJob:
             )
             self.results["D"] = asdict(result)
             return result.status == "stopped"
+        if step != "E":  # parse_steps admits only STEP_ORDER; anything else is a bug, not Step E
+            raise ValueError(f"no such enrichment step: {step!r}")
         from engine.enrichment.stepe import run_step_e
 
         result_e = await run_step_e(ctx, ch, force=self.force)
