@@ -97,8 +97,11 @@ async def test_a_console_attaches_pauses_resumes_and_detaches(stepd: Any, monkey
     assert sums["pnl"] == reference_small["pnl"] and sums["outcomes"] == reference_small["outcomes"]
 
 
+# A console as a terminal starts it: SIGHUP at its default (a suite run under nohup would
+# otherwise hand it an ignored SIGHUP, and the closed-terminal case would not be tested).
 CONSOLE = """
-import sys
+import signal, sys
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 from console.tui.app import OpsConsoleApp
 from console.tui.launch import _remote_session
 from engine.settings import load_settings
