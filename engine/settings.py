@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     clickhouse_cluster: str | None = Field(None, validation_alias=_alias("CLICKHOUSE_CLUSTER"))
     # Embedded chDB data directory (default runtime/clickhouse). chDB holds one path per process.
     clickhouse_path: Path | None = Field(None, validation_alias=_alias("CLICKHOUSE_PATH"))
+    # How much lower than ours the embedded chDB's threads run (Linux nice), so the job's event
+    # loop and attached consoles stay responsive during Step D; 0 runs them at our priority.
+    clickhouse_nice: int = Field(10, ge=0, le=19, validation_alias=_alias("CLICKHOUSE_NICE"))
 
     # Forecast pipeline
     openai_api_key: SecretStr | None = Field(None, validation_alias=_alias("OPENAI_API_KEY"))

@@ -26,6 +26,7 @@ from engine.errors import BadInput, StoreUnavailable
 from engine.locks import ProcessLock
 from engine.redact import redact
 from engine.settings import Settings
+from engine.stores import chdb_thread
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -286,14 +287,14 @@ def _restore_umask() -> None:
 class ChdbClickHouse(ClickHouse):
     backend = "chdb"
 
-    def __init__(self, path: Path, database: str) -> None:
+    def __init__(self, path: Path, database: str, nice: int = chdb_thread.DEFAULT_NICE) -> None:
         super().__init__(database)
         self.path = path.expanduser().resolve()
-        self._session = self._open_session(self.path)
+        self._session = self._open_session(self.path, nice)
         self._command(f"CREATE DATABASE IF NOT EXISTS {ident(database)}", {}, {})
 
     @staticmethod
-    def _open_session(path: Path) -> Any:
+    def _open_session(path: Path, nice: int) -> Any:
         key = str(path)
         with _chdb_guard:
             if key in _chdb_open:
@@ -310,14 +311,19 @@ class ChdbClickHouse(ClickHouse):
                 "stop it gracefully (kill -TERM {pid}), or set CLICKHOUSE_URL to use a ClickHouse server",
             )
             lock.acquire()
-            from chdb import session as chdb_session
+
+            def start() -> Any:
+                # Imported on the chDB thread: the engine threads chDB starts at import inherit its priority.
+                from chdb import session as chdb_session
+
+                return chdb_session.Session(str(path))  # type: ignore[no-untyped-call]
 
             global _umask_before_chdb
             try:
                 _make_store_private(path)
                 if _umask_before_chdb is None:
                     _umask_before_chdb = os.umask(0o077)
-                sess = chdb_session.Session(str(path))  # type: ignore[no-untyped-call]
+                sess = chdb_thread.call(start, nice)
             except Exception as exc:
                 _restore_umask()
                 lock.release()
@@ -339,7 +345,7 @@ class ChdbClickHouse(ClickHouse):
         with _chdb_guard:
             for sess, lock in _chdb_open.values():
                 try:
-                    sess.close()
+                    chdb_thread.call(sess.close)
                 finally:
                     lock.release()
             _chdb_open.clear()
@@ -350,8 +356,9 @@ class ChdbClickHouse(ClickHouse):
         # two threads querying at once (a gate refresh during a Step D batch) mix them up
         # ("Substitution `x` is not set").
         try:
+            bound = {k: _chdb_param(v) for k, v in params.items()} or None
             with _chdb_statement_lock:
-                return self._session.query(sql, fmt, params={k: _chdb_param(v) for k, v in params.items()} or None)
+                return chdb_thread.call(lambda: self._session.query(sql, fmt, params=bound))
         except Exception as exc:
             text = str(exc)
             m = _CODE.search(text)
@@ -457,7 +464,7 @@ def open_clickhouse(settings: Settings, database: str | None = None) -> ClickHou
         if settings.clickhouse_cluster:
             raise BadInput("CLICKHOUSE_CLUSTER needs a ClickHouse server (CLICKHOUSE_URL or CLICKHOUSE_HOST); "
                            "the embedded chDB is one node")
-        return ChdbClickHouse(settings.clickhouse_dir, db)
+        return ChdbClickHouse(settings.clickhouse_dir, db, settings.clickhouse_nice)
     return HttpClickHouse(settings, db)
 
 

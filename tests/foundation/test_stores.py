@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -216,3 +217,37 @@ def test_concurrent_parameterised_queries_do_not_mix_parameters(ch_backend: Clic
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(one, range(200)))
     assert results == [(i, f"s{i}") for i in range(200)]
+
+
+PRIORITIES = """
+import glob, json, os, sys, threading
+from engine.settings import load_settings
+from engine.stores.clickhouse import open_clickhouse
+ch = open_clickhouse(load_settings(clickhouse_path=sys.argv[1]))
+ch.command("CREATE TABLE t (x UInt64) ENGINE = MergeTree ORDER BY x")
+ch.command("INSERT INTO t SELECT number FROM numbers(2000000)")
+ch.scalar("SELECT sum(x) FROM t GROUP BY x % 1000 ORDER BY 1 LIMIT 1")
+me = threading.get_native_id()
+nice = {}
+for task in glob.glob(f"/proc/{os.getpid()}/task/*"):
+    fields = open(task + "/stat").read().rsplit(")", 1)[1].split()
+    nice[int(task.rsplit("/", 1)[1])] = int(fields[16])
+print(json.dumps({"main": nice.pop(me), "others": sorted(nice.values())}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="per-thread priorities are read from Linux /proc")
+@pytest.mark.parametrize(("setting", "expected"), [(None, 10), ("0", 0), ("5", 5)])
+def test_chdb_engine_threads_run_below_the_jobs_own(tmp_path: Path, setting: str | None, expected: int) -> None:
+    # The job's event loop (the main thread here) answers consoles during Step D: chDB's query,
+    # merge and mutation threads must yield a CPU to it (CLICKHOUSE_NICE, default 10).
+    extra = {"CLICKHOUSE_NICE": setting} if setting is not None else {}
+    out = subprocess.run([sys.executable, "-c", PRIORITIES, str(tmp_path / "ch")], env=subprocess_env(**extra),
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    base = seen["main"]
+    # chDB starts a dozen threads of its own; one MemoryWorker sets itself to -20 when it may.
+    engine_threads = [n for n in seen["others"] if n > -20]
+    assert len(engine_threads) >= 8
+    assert all(n == min(19, base + expected) for n in engine_threads), seen
