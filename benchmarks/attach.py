@@ -56,7 +56,8 @@ SIZE = (160, 48)
 
 # --- helpers shared by the processes -----------------------------------------------------------
 def _env(runtime: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLICKHOUSE_", "POSTGRES_", "SUPABASE_"))}
+    env = {k: v for k, v in os.environ.items()
+           if k == "CLICKHOUSE_NICE" or not k.startswith(("CLICKHOUSE_", "POSTGRES_", "SUPABASE_"))}
     env["OPSCONSOLE_RUNTIME_DIR"] = str(runtime)
     env["PYTHONPATH"] = str(REPO)
     return env
@@ -667,7 +668,7 @@ def main(args: argparse.Namespace) -> None:
     prep = subprocess.run([sys.executable, "-m", "benchmarks.enrichment", "prepare", "--runtime", str(runtime),
                            "--scale", args.scale], cwd=REPO, env=_env(runtime), capture_output=True, text=True)
     if prep.returncode != 0:
-        raise SystemExit(f"demo data failed:\n{prep.stderr[-3000:]}")
+        raise SystemExit(f"demo data failed (exit {prep.returncode}):\n{(prep.stdout + prep.stderr)[-3000:]}")
     data = json.loads(prep.stdout.strip().splitlines()[-1])
     rows: list[tuple[str, str, str]] = []
 
@@ -765,11 +766,14 @@ def cli() -> None:
                     help="console: seconds between automatic gates refreshes (0: none; default 30, the console's)")
     ap.add_argument("--kinds", default="alone,consoles,hostile",
                     help="ratio: which Step D runs (alone, consoles, consoles-nogates, hostile); alone is always run")
+    ap.add_argument("--chdb-nice", type=int, help="CLICKHOUSE_NICE for the jobs (default: the setting's default, 10)")
     ap.add_argument("--ready-dir", type=Path, default=Path(tempfile.gettempdir()))
     ap.add_argument("--wait-for", type=int, default=0, help="job: start Step D once this many clients are ready")
     args = ap.parse_args()
     if args.role != "bench" and args.runtime is None:
         ap.error(f"{args.role} needs --runtime")
+    if args.chdb_nice is not None:
+        os.environ["CLICKHOUSE_NICE"] = str(args.chdb_nice)  # inherited by every child process
     {"bench": main, "job": job_stepd, "flood": job_flood, "console": console_process, "hostile": hostile_process}[args.role](args)
 
 

@@ -66,9 +66,10 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def call(fn: Callable[[], T], nice: int = DEFAULT_NICE) -> T:
-    """Run `fn` on the chDB thread and return its result (or raise its exception). `nice` is
-    applied when the thread is first made; later calls reuse that thread as it is."""
+def call(fn: Callable[[], T], nice: int = DEFAULT_NICE, timeout: float | None = None) -> T:
+    """Run `fn` on the chDB thread and return its result (or raise its exception; TimeoutError
+    after `timeout` seconds, `fn` then still queued or running). `nice` is applied when the thread
+    is first made; later calls reuse that thread as it is."""
     global _jobs
     if _thread_id == threading.get_ident():  # already on it (e.g. a nested call): never wait on ourselves
         return fn()
@@ -80,7 +81,7 @@ def call(fn: Callable[[], T], nice: int = DEFAULT_NICE) -> T:
         jobs = _jobs
     future: Future[T] = Future()
     jobs.put((fn, future))
-    return future.result()
+    return future.result(timeout)
 
 
 def nice_value() -> int | None:
