@@ -427,7 +427,7 @@ async def key_rounds(settings: Any, rounds: int) -> dict[str, list[float]]:
     from console.tui.job_screen import JobScreen
     from engine.events import JobState, StateChanged
 
-    result: dict[str, list[float]] = {"echo_p": [], "echo_r": [], "job_p": [], "job_r": []}
+    result: dict[str, list[float]] = {"echo_p": [], "echo_r": [], "ack_p": [], "job_p": [], "job_r": []}
     session = await _remote(settings, STEPD_JOB)
     app = OpsConsoleApp(settings, session=session, gates_interval=None)
     frames = Frames()
@@ -468,12 +468,14 @@ async def key_rounds(settings: Any, rounds: int) -> dict[str, list[float]]:
                 # The echo, or the answer already (a batch shorter than a frame skips the echo).
                 if "echo" not in marks and (echo_text in header or f" {answer.value.upper()} " in header):
                     marks["echo"] = now
+                if "ack" not in marks and key == "p" and JobState.PAUSING in applied:
+                    marks["ack"] = applied[JobState.PAUSING]  # the job's own PAUSING, already in the header
                 if "job" not in marks and answer in applied:
                     if key == "p" and f" {answer.value.upper()} " in header:
                         marks["job"] = now  # the held state, on a composed frame
                     elif key == "r":
                         marks["job"] = applied[answer]  # the header already says RUNNING: applied is the answer
-                if "echo" in marks and "job" in marks:
+                if "echo" in marks and "job" in marks and (key == "r" or "ack" in marks):
                     done.set()
                     return True
                 return False
@@ -488,6 +490,8 @@ async def key_rounds(settings: Any, rounds: int) -> dict[str, list[float]]:
                                  f"applied {applied}, header {_header(app)!r}, frames {frames.count}, round {i})") from None
             result[f"echo_{key}"].append((marks["echo"] - start) * 1000)
             result[f"job_{key}"].append((marks["job"] - start) * 1000)
+            if key == "p":
+                result["ack_p"].append((marks["ack"] - start) * 1000)
         result["runq_share"] = [(_runq_s() - runq) / (time.perf_counter() - wall)]
         session.control.stop("benchmark over")
         await screen.wait_for(lambda v: v.state.final)
@@ -719,6 +723,9 @@ def interactive_rows(args: argparse.Namespace, runtime: Path, root: Path, settin
     row("key in an attached console → requested state in the header (p → PAUSING, r → RUNNING), frame composed",
         f"{_dist(echo)}; during Step D ({args.scale}, one pair per batch) in another process; the console waited "
         f"{keys['runq_share'][0] * 1000:.0f} ms per second for a CPU held by other processes", "≤ 100 ms p99")
+    row("key in an attached console → the job's own new state in the console (p → the job's PAUSING, "
+        "r → the job's RUNNING, each as the job published it)",
+        f"{_dist(keys['ack_p'] + keys['job_r'])}; p alone {_dist(keys['ack_p'])}", "≤ 100 ms p99")
     row("key in an attached console → the job's answer on screen (p → PAUSED at its next batch boundary, "
         "r → the job's RUNNING applied)",
         f"{_dist(answer)}; p alone {_dist(keys['job_p'])}; r alone {_dist(keys['job_r'])}", "≤ 100 ms p99")
