@@ -371,10 +371,20 @@ class JobScreen(Screen[None]):
         if self.gates_interval and self.view.state in RUNNING_STATES and self.view.shows("gates"):
             self.set_timer(self.gates_interval, self._auto_gates)
 
+    def gates_held(self) -> bool:
+        """Whether automatic gates refreshes wait: while Step D writes, the gates would read the
+        P&L it is rewriting (a partial picture) and compete with it for the store, costing a seed
+        run seconds per refresh. The job reports its gates when the step ends; g asks at once."""
+        return self.view.current_step == "D" and self.view.state in (JobState.RUNNING, JobState.PAUSING)
+
     def _auto_gates(self) -> None:
         if self.view.state not in RUNNING_STATES:
             return
         v = self.view
+        if self.gates_interval and self.gates_held():
+            self.set_timer(self.gates_interval, self._auto_gates)
+            self.query_one("#gates", GatesPanel).show(v, refreshing=self.gates_busy, held=True)
+            return
         if self.session.remote_runtime is not None and self.gates_interval and v.gates_ts is not None:
             # A job in another process computes the gates on the store its batches write to (one
             # statement at a time) and sends each refresh to every attached console: gates fresher
@@ -415,7 +425,7 @@ class JobScreen(Screen[None]):
         gates = self.query_one("#gates", GatesPanel)
         gates.display = v.shows("gates")
         if gates.display:
-            gates.show(v, refreshing=self.gates_busy)
+            gates.show(v, refreshing=self.gates_busy, held=bool(self.gates_interval) and self.gates_held())
         mutations_panel = self.query_one("#mutations", MutationsPanel)
         mutations_panel.display = v.shows("mutations")
         if mutations_panel.display:

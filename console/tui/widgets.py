@@ -215,7 +215,7 @@ class GatesPanel(Vertical):
     def on_mount(self) -> None:
         self.border_title = "Gates"
 
-    def show(self, view: JobView, refreshing: bool = False) -> None:
+    def show(self, view: JobView, refreshing: bool = False, held: bool = False) -> None:
         if view.gates_error:
             body = f"[$error]{esc(view.gates_error)}[/]"
         elif not view.gates:
@@ -230,6 +230,8 @@ class GatesPanel(Vertical):
         self.query_one("#gates-body", Markup).set(body)
         when = clock_text(view.gates_ts) if view.gates_ts else "never"
         self.border_subtitle = "refreshing…" if refreshing else f"as of {when}"
+        if held and not refreshing:
+            self.border_subtitle += " · auto-refresh after Step D (g: now)"
 
 
 class MutationsPanel(Vertical):

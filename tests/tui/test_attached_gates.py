@@ -11,7 +11,7 @@ from console.tui.app import OpsConsoleApp
 from console.tui.job_screen import JobScreen
 from console.tui.remote import live_model_for
 from console.tui.session import JobSession
-from engine.events import GateResult, GatesReported, JobState
+from engine.events import GateResult, GatesReported, JobState, Progress
 from engine.settings import load_settings
 
 pytestmark = pytest.mark.anyio
@@ -60,3 +60,37 @@ async def test_stale_gates_are_asked_for(tmp_path: Path) -> None:
         screen.view.apply(_reported(NOW - 31))  # older than one interval
         screen._auto_gates()
         assert screen.gates_busy  # the refresh went to the job
+
+
+def _step(step: str, done: int) -> Progress:
+    return Progress(job="full-enrichment", step=step, done=done, total=100, unit="pairs", ts=NOW)
+
+
+async def test_automatic_refreshes_wait_while_step_d_writes(tmp_path: Path) -> None:
+    # Mid-Step D the gates would read half-written P&L and compete with the batches for the store.
+    app = _app(tmp_path)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = await _screen(app)
+        screen.view.apply(_reported(NOW - 31))  # stale
+        screen.view.apply(_step("D", 10))
+        screen._auto_gates()
+        assert not screen.gates_busy  # nothing asked of the job
+        await pilot.pause()
+        assert "auto-refresh after Step D" in str(screen.query_one("#gates").border_subtitle)
+        screen.action_refresh_gates()  # the operator's g still asks at once
+        assert screen.gates_busy
+
+
+@pytest.mark.parametrize("situation", ["paused", "step E"])
+async def test_automatic_refreshes_resume_when_step_d_is_not_writing(tmp_path: Path, situation: str) -> None:
+    app = _app(tmp_path)
+    async with app.run_test(size=(160, 48)):
+        screen = await _screen(app)
+        screen.view.apply(_reported(NOW - 31))
+        screen.view.apply(_step("D", 10))
+        if situation == "paused":
+            screen.view.state = JobState.PAUSED
+        else:
+            screen.view.apply(_step("E", 1))
+        screen._auto_gates()
+        assert screen.gates_busy
