@@ -16,9 +16,12 @@ file → `loaders.load_file`, so Polymarket trades take the one loading path eve
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import re
+import time
 import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
@@ -39,6 +42,7 @@ from engine.enrichment.polymarket_format import (
 from engine.enrichment.schema import ensure_schema
 from engine.errors import BadInput
 from engine.files import ensure_private_dir, open_regular
+from engine.processes import pid_exists
 from engine.stores.clickhouse import ClickHouse
 
 CHUNK = 5_000
@@ -298,8 +302,39 @@ def spool_dir(runtime: Path) -> Path:
     return ensure_private_dir(runtime / "spool")
 
 
+# polymarket-p<pid>-<hex>.csv; an older version wrote polymarket-<hex>.csv, without the pid.
+_SPOOL_NAME = re.compile(r"^polymarket-(?:p(?P<pid>\d+)-)?[0-9a-f]{12}\.csv$")
+SPOOL_MAX_AGE_S = 24 * 3600  # past this a spool file is stale whatever its pid (a pid can be reused)
+
+
+def sweep_spool(runtime: Path) -> list[str]:
+    """Delete the spool files of loads that died (a SIGKILLed load cannot delete its own; every
+    other ending does). Spool files live in this machine's runtime, so a dead owner pid is proof."""
+    removed = []
+    with os.scandir(spool_dir(runtime)) as entries:
+        for entry in entries:
+            m = _SPOOL_NAME.match(entry.name)
+            if m is None or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                age = time.time() - entry.stat(follow_symlinks=False).st_mtime
+            except OSError:
+                continue  # gone meanwhile
+            if m["pid"] is None:  # no owner on record: only an hour's quiet says it is abandoned
+                stale = age > 3600
+            else:
+                pid = int(m["pid"])
+                stale = (pid != os.getpid() and not pid_exists(pid)) or age > SPOOL_MAX_AGE_S
+            if stale:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(entry.name)
+    return removed
+
+
 def _open_spool(runtime: Path) -> tuple[Path, TextIO]:
-    path = spool_dir(runtime) / f"polymarket-{uuid.uuid4().hex[:12]}.csv"
+    sweep_spool(runtime)
+    path = spool_dir(runtime) / f"polymarket-p{os.getpid()}-{uuid.uuid4().hex[:12]}.csv"
     fd = open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     return path, os.fdopen(fd, "w", encoding="utf-8", newline="")
 

@@ -223,3 +223,32 @@ def test_fields_that_come_and_go_do_not_matter() -> None:
                                    "outcomeIndex", "transactionHash")}
     trimmed = classify({**needed, "feeRateBps": "0", "outcomes": '["Yes", "No"]'})  # a new field, a JSON-string list
     assert isinstance(trimmed, CanonicalTrade) and trimmed == classify(full)
+
+
+def test_spool_files_of_killed_loads_are_deleted_by_the_next_load(settings, ch, tmp_path: Path) -> None:
+    # A SIGKILLed load cannot delete its spool file (a full copy of the export): the next load does,
+    # but never one whose owner still runs.
+    import os
+    import subprocess
+    import sys
+    import time
+
+    spool = settings.runtime / "spool"
+    spool.mkdir(parents=True, exist_ok=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (spool / f"polymarket-p{dead_pid}-0123456789ab.csv").write_text("x")
+        (spool / f"polymarket-p{live.pid}-0123456789ab.csv").write_text("x")
+        (spool / "polymarket-aaaaaaaaaaaa.csv").write_text("x")  # an older version's, fresh: kept
+        old = spool / "polymarket-bbbbbbbbbbbb.csv"
+        old.write_text("x")
+        os.utime(old, (time.time() - 7200, time.time() - 7200))
+        (spool / "notes.txt").write_text("not ours")
+        load_polymarket_file(ch, write_export(tmp_path / "export.csv"), runtime=settings.runtime)
+        assert sorted(p.name for p in spool.iterdir()) == sorted(
+            [f"polymarket-p{live.pid}-0123456789ab.csv", "polymarket-aaaaaaaaaaaa.csv", "notes.txt"])
+    finally:
+        live.kill()
+        live.wait()
