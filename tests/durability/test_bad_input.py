@@ -232,6 +232,8 @@ CASES: list[Case] = [
     Case("checkpoint-invalid-utf8", RESUME, 4, ["full-enrichment.state.json", "not valid UTF-8"], {CP: b'{"job": "enrichment\xff"}'}, needs_data=True),
     Case("checkpoint-a-directory", RESUME, 4, ["full-enrichment.state.json", "is a directory"], setup=directory(CP), needs_data=True),
     Case("checkpoint-5000-digit-integer", RESUME, 4, ["full-enrichment.state.json", "digits"], {CP: '{"job": "enrichment", "step": "D", "batch_idx": 1, "pairs_done": ' + HUGE_INT + "}"}, needs_data=True),
+    Case("checkpoint-over-4-mib", RESUME, 4, ["full-enrichment.state.json", "larger than 4,194,304 bytes"], {CP: RUNBOOK_CHECKPOINT + " " * (4 * 1024 * 1024)}, needs_data=True),
+    Case("env-file-over-4-mib", ["config"], 4, [".env", "larger than 4,194,304 bytes"], {".env": "BATCH_SIZE=3\n" + ("# " + "x" * 1022 + "\n") * 4097}),
     Case("checkpoint-symlinked-to-dev-zero", RESUME, 4, ["full-enrichment.state.json", "is a device"], setup=symlink_to(CP, "/dev/zero"), needs_data=True),
     # --- settings and stores --------------------------------------------------------------------
     Case("setting-not-a-number", ["gates"], 4, ["BATCH_SIZE"], env={"BATCH_SIZE": "lots"}),
