@@ -140,3 +140,35 @@ def test_sigterm_stops_cleanly_with_exit_0(phase: str, big_file: Path, tmp_path:
         assert f"inserted {ROWS * 4 - before}" in stdout and state["count"] == ROWS * 4, stdout + stderr
     if phase == "staging":
         assert "SIGTERM received" in stderr and "nothing was loaded" in stdout, stdout + stderr
+
+
+def test_readers_never_see_part_of_a_load(ch, tmp_path: Path) -> None:
+    # In-process, a reader's statements interleave with the load's own (chDB runs one at a time),
+    # so a move made of several statements would show it a count between none and all.
+    import threading
+
+    from engine.enrichment.loaders import load_file
+
+    path = write_trades(tmp_path / "trades.csv", ROWS)
+    seen: set[int] = set()
+    done = threading.Event()
+
+    def reader() -> None:
+        while not done.is_set():
+            try:
+                seen.add(int(ch.scalar("SELECT count() FROM $db.trades_raw") or 0))
+            except Exception:
+                pass  # before the loader made the table
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=reader)
+    watcher.start()
+    try:
+        report = load_file(ch, "trades", path)
+    finally:
+        done.set()
+        watcher.join()
+    assert report.inserted == ROWS
+    seen.add(int(ch.scalar("SELECT count() FROM $db.trades_raw")))
+    assert seen <= {0, ROWS}, sorted(seen)
+    assert ROWS in seen
