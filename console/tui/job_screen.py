@@ -47,6 +47,7 @@ from engine.redact import redact
 from engine.runner import JobOutcome, run_job
 
 REPAINT_EVERY_S = 0.2
+QUIET_REPAINT_EVERY_S = 1.0  # progress alone, and the header's clock
 RUNNING_STATES = (JobState.STARTING, JobState.RUNNING, JobState.PAUSING, JobState.PAUSED, JobState.STOPPING)
 
 
@@ -118,6 +119,8 @@ class JobScreen(Screen[None]):
         self._dirty_mutations = self._dirty_failures = False
         self._repaint_timer: Timer | None = None
         self._last_repaint = 0.0
+        self._dirty_quiet = False  # progress or mutation counts not on screen yet (the 1-s tick paints them)
+        self._painted_steps: set[str] = set()
 
     # --- layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -144,7 +147,7 @@ class JobScreen(Screen[None]):
         self.query_one("#log-tail").border_title = "Recent log"
         self.query_one("#failures-summary").border_title = "Failures"
         self.refresh_panels(all_panels=True)
-        self.set_interval(1.0, self.refresh_header)
+        self.set_interval(QUIET_REPAINT_EVERY_S, self._tick)
         self._last_repaint = time.monotonic()
         self.pump_events()
         if self.session.remote_runtime is not None:
@@ -309,8 +312,24 @@ class JobScreen(Screen[None]):
             self.refresh_bindings()
         if not had_gates:
             self._start_auto_gates()  # a watched job said what it is in its JobStarted event
-        self.schedule_repaint()
+        if self._pending_lines or self._dirty_failures or self.view.state is not state_before \
+                or not self._painted_steps.issuperset(self.view.steps):
+            self.schedule_repaint()
+        else:
+            self._dirty_quiet = True
         self._check_waiters()
+
+    def _tick(self) -> None:
+        """Once a second: the header's clock, and progress that came with nothing else to show.
+
+        A batch's progress arrives many times a second during Step D; painting each at the
+        log's cadence made every attached console a steady CPU load (about 5 frames a second)
+        on the machine the job runs on. A new step, a log line, a failure or a state change is
+        still painted within REPAINT_EVERY_S."""
+        if self._dirty_quiet and self._repaint_timer is None:
+            self.flush()
+        else:
+            self.refresh_header()
 
     def schedule_repaint(self) -> None:
         """Repaint the panels at most REPAINT_EVERY_S apart (Dolphie-style: a busy job must not
@@ -327,6 +346,8 @@ class JobScreen(Screen[None]):
         """Bring every widget up to date with the view now."""
         self._repaint_timer = None
         self._last_repaint = time.monotonic()
+        self._dirty_quiet = False
+        self._painted_steps = set(self.view.steps)
         lines, self._pending_lines = self._pending_lines, []
         self.query_one("#log-full", LogPane).append(lines)
         self.query_one("#log-tail", LogTail).append(lines[-200:])
