@@ -5,7 +5,6 @@ is not installed is simply shown as unavailable."""
 from __future__ import annotations
 
 import importlib.util
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,9 @@ from console.tui.modals import ConfirmScreen, HelpScreen
 from console.tui.model import JobView
 from console.tui.widgets import GatesPanel, clock_text, short_json
 from console.tui.widgets import esc as escape
+from engine.errors import BadInput, OpsError
 from engine.events import GateResult
+from engine.files import read_json_bounded
 from engine.redact import redact
 from engine.settings import Settings
 
@@ -163,7 +164,9 @@ def read_info(runtime: Path) -> tuple[str, str]:
     cp_path = runtime / "full-enrichment.state.json"
     if cp_path.is_file():
         try:
-            data = json.loads(cp_path.read_text())
+            data = read_json_bounded(cp_path, "state file")
+            if not isinstance(data, dict):
+                raise BadInput(f"{cp_path}: not a checkpoint (a JSON object was expected)")
             keys = ("step", "batch_idx", "pairs_done", "pairs_total", "last_mutations", "updated_at")
             lines = [f"{k}: [b]{escape(str(data[k]))}[/]" for k in keys if k in data]
             if "cursor" in data:
@@ -172,7 +175,7 @@ def read_info(runtime: Path) -> tuple[str, str]:
             if data.get("status") == "running" and not _job_alive(runtime, "full-enrichment"):
                 checkpoint = ("[$warning]interrupted: its process is gone — choose Step D (resume)[/]\n"
                               + checkpoint)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, OpsError) as exc:
             checkpoint = f"[$error]unreadable checkpoint {escape(str(cp_path))}: {escape(str(exc))}[/]"
     else:
         checkpoint = "[dim]no checkpoint yet (runtime/full-enrichment.state.json)[/]"
@@ -182,9 +185,9 @@ def read_info(runtime: Path) -> tuple[str, str]:
                         reverse=True)
     if candidates:
         try:
-            data = json.loads(candidates[0].read_text())
+            data = read_json_bounded(candidates[0], "summary file")
             summary = f"[dim]{escape(candidates[0].name)}[/]\n" + escape(redact(summary_text(data)))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError, OpsError) as exc:
             summary = f"[$error]unreadable summary {escape(candidates[0].name)}: {escape(str(exc))}[/]"
     else:
         summary = "[dim]no pipeline summary yet[/]"
@@ -302,6 +305,8 @@ class LauncherScreen(Screen[None]):
                 running.replace_option_prompt(name, label)
         running.display = bool(names)
         self.running_names = names
+        if names:  # a job runs: its checkpoint moves on (read in a thread, like every read)
+            self.action_refresh_info()
         # The next poll is scheduled only once this one has been shown (a slow one never piles up).
         self.set_timer(RUNNING_POLL_S, self.poll_running)
 

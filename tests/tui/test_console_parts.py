@@ -295,3 +295,42 @@ async def test_launcher_shows_the_last_gates_computed_here(light_settings) -> No
         await pilot.pause()
         panel = str(app.screen.query_one("#gates-body").render())
         assert "pnl_nulls" in panel and "FAIL" in panel
+
+
+def test_launcher_info_reads_are_bounded(tmp_path) -> None:
+    """A runaway state or summary file is named as unreadable, never read whole into the launcher."""
+    from console.tui.launcher import read_info
+
+    runtime = tmp_path / "rt"
+    runtime.mkdir()
+    big = b"[" + b"0," * (3 * 1024 * 1024) + b"0]"  # about 6 MiB of valid JSON
+    (runtime / "full-enrichment.state.json").write_bytes(big)
+    (runtime / "pipeline.last.json").write_bytes(big)
+    checkpoint, summary = read_info(runtime)
+    assert "unreadable checkpoint" in checkpoint and "larger than" in checkpoint
+    assert "unreadable summary" in summary and "larger than" in summary
+    (runtime / "full-enrichment.state.json").write_text("[1, 2]")
+    checkpoint, _ = read_info(runtime)
+    assert "not a checkpoint" in checkpoint
+
+
+async def test_launcher_follows_a_running_jobs_checkpoint(light_settings) -> None:
+    from console.tui.launcher import RunningRead
+
+    runtime = light_settings.runtime
+    runtime.mkdir(parents=True)
+    state = runtime / "full-enrichment.state.json"
+    state.write_text(json.dumps({"job": "full-enrichment", "step": "D", "batch_idx": 150, "pairs_done": 45000}))
+    app = OpsConsoleApp(light_settings, gates_interval=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        launcher = app.screen
+        assert isinstance(launcher, LauncherScreen)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert "45000" in str(launcher.query_one("#checkpoint-info").render())
+        state.write_text(json.dumps({"job": "full-enrichment", "step": "D", "batch_idx": 151, "pairs_done": 45300}))
+        launcher.post_message(RunningRead([("full-enrichment", "running · Step D")]))  # a poll saw it running
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert "45300" in str(launcher.query_one("#checkpoint-info").render())
