@@ -45,6 +45,7 @@ class JobSnapshot:
         self._live = live
         self.state = JobState.STARTING
         self.reason = ""
+        self.state_ts: float | None = None  # when the job entered `state`
         self.panels: tuple[str, ...] = ()
         self.step = ""
         self.progress: dict[str, Progress] = {}
@@ -62,7 +63,7 @@ class JobSnapshot:
         if isinstance(event, JobStarted):
             self.panels = tuple(event.panels)
         elif isinstance(event, StateChanged):
-            self.state, self.reason = event.state, event.reason
+            self.state, self.reason, self.state_ts = event.state, event.reason, event.ts
         elif isinstance(event, Progress):
             self.progress[event.step] = event
             self.step = event.step
@@ -103,6 +104,7 @@ class JobSnapshot:
             "started_at": self.started_at,
             "state": self.state.value,
             "reason": redacted(self.reason),
+            "state_ts": self.state_ts,
             "panels": list(self.panels),
             "step": self.step,
             "progress": {step: event_record(e) for step, e in self.progress.items()},
@@ -118,6 +120,12 @@ class JobSnapshot:
         }
 
 
+def _float_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
 @dataclass
 class Snapshot:
     """The client-side, typed form of a snapshot."""
@@ -127,6 +135,7 @@ class Snapshot:
     started_at: float
     state: JobState
     reason: str = ""
+    state_ts: float | None = None  # absent from older jobs' snapshots
     panels: tuple[str, ...] = ()
     step: str = ""
     progress: dict[str, Progress] = field(default_factory=dict)
@@ -158,6 +167,7 @@ class Snapshot:
         return cls(
             job=str(data.get("job", "")), pid=int(data.get("pid") or 0), started_at=float(data.get("started_at") or 0),
             state=JobState(data.get("state", JobState.STARTING.value)), reason=str(data.get("reason") or ""),
+            state_ts=_float_or_none(data.get("state_ts")),
             step=str(data.get("step") or ""),
             panels=tuple(str(p) for p in (data.get("panels") or ()) if isinstance(p, str)),
             progress=by_key(data.get("progress"), Progress), checkpoints=by_key(data.get("checkpoints"), CheckpointSaved),
@@ -176,5 +186,6 @@ class Snapshot:
         events += [e for e in (self.gates, self.mutations, self.summary) if e is not None]
         if self.live:
             events.append(SettingsChanged(job=self.job, values=dict(self.live)))
-        events.append(StateChanged(job=self.job, state=self.state, reason=self.reason))
+        events.append(StateChanged(job=self.job, state=self.state, reason=self.reason,
+                                   **({"ts": self.state_ts} if self.state_ts is not None else {})))
         return events

@@ -138,8 +138,9 @@ def snapshot_events(snapshot: Any) -> list[Event]:
     events.sort(key=lambda e: e.ts)
     events.insert(0, JobStarted(job=snapshot.job, panels=tuple(snapshot.panels), ts=snapshot.started_at))
     # The state last: the header shows what the job is doing now, not what its oldest line said.
-    events.append(StateChanged(job=snapshot.job, state=snapshot.state, reason=snapshot.reason,
-                               ts=max([snapshot.started_at] + [e.ts for e in events])))
+    # Stamped when the job entered it (older jobs do not say: then the newest thing it reported).
+    when = snapshot.state_ts if snapshot.state_ts is not None else max([snapshot.started_at] + [e.ts for e in events])
+    events.append(StateChanged(job=snapshot.job, state=snapshot.state, reason=snapshot.reason, ts=when))
     return events
 
 

@@ -334,3 +334,24 @@ async def test_launcher_follows_a_running_jobs_checkpoint(light_settings) -> Non
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert "45300" in str(launcher.query_one("#checkpoint-info").render())
+
+
+def test_an_attached_console_dates_the_state_from_when_the_job_entered_it() -> None:
+    """The STATE line and header of a fresh attach say when the job was paused, not when the
+    console attached or the job's last line was written."""
+    from console.tui.remote import snapshot_events
+    from engine.events import JobStarted, LogLine, StateChanged
+    from engine.job_snapshot import JobSnapshot, Snapshot
+
+    job = JobSnapshot("selftest", started_at=50.0)
+    job(JobStarted(job="selftest", panels=("steps",), ts=50.0))
+    job(StateChanged(job="selftest", state=JobState.PAUSED, reason="holding", ts=100.0))
+    job(LogLine(job="selftest", level="INFO", message="still here", ts=200.0))
+    snap = Snapshot.from_dict(job.to_dict())
+    assert snap.state_ts == 100.0
+    last = snapshot_events(snap)[-1]
+    assert isinstance(last, StateChanged) and last.state is JobState.PAUSED and last.ts == 100.0
+    assert snap.replay()[-1].ts == 100.0
+    older = job.to_dict()
+    del older["state_ts"]  # a job from before state_ts: the newest thing it reported
+    assert snapshot_events(Snapshot.from_dict(older))[-1].ts == 200.0
