@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 
 from console.commands import settings_from
-from engine.processes import pid_exists
+from engine.processes import pid_exists, pid_file_owner
 from engine.endpoint_client import RunningJob, running_jobs
 
 ENRICHMENT_STATE = "full-enrichment.state.json"
@@ -98,10 +98,7 @@ def last_outcome(runtime: Path, job: str) -> dict[str, Any]:
 
 
 def _pid_file(runtime: Path, job: str) -> int | None:
-    try:
-        return int((runtime / f"{job}.pid").read_text().strip())
-    except (OSError, ValueError):
-        return None
+    return pid_file_owner(runtime / f"{job}.pid")
 
 
 def enrichment_checkpoint(runtime: Path, running: bool) -> dict[str, Any] | None:

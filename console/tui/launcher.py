@@ -148,15 +148,11 @@ def summary_text(data: dict[str, Any]) -> str:
 
 
 def _job_alive(runtime: Path, job: str) -> bool:
-    """The job's pid file names a live process (the runner removes it when the job ends)."""
-    import os
+    """The job's pid file names a live process that is still the job (the runner removes it when
+    the job ends; a killed job's pid may since belong to another process)."""
+    from engine.processes import pid_file_owner
 
-    try:
-        pid = int((runtime / f"{job}.pid").read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return False
-    return True
+    return pid_file_owner(runtime / f"{job}.pid") is not None
 
 
 def read_info(runtime: Path) -> tuple[str, str]:
