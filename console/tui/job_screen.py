@@ -48,6 +48,7 @@ from engine.runner import JobOutcome, run_job
 
 REPAINT_EVERY_S = 0.2
 QUIET_REPAINT_EVERY_S = 1.0  # progress alone, and the header's clock
+LINES_EVERY_S = 0.05  # new log lines: only the log widgets redraw
 RUNNING_STATES = (JobState.STARTING, JobState.RUNNING, JobState.PAUSING, JobState.PAUSED, JobState.STOPPING)
 
 
@@ -120,6 +121,8 @@ class JobScreen(Screen[None]):
         self._repaint_timer: Timer | None = None
         self._last_repaint = 0.0
         self._dirty_quiet = False  # progress or mutation counts not on screen yet (the 1-s tick paints them)
+        self._lines_timer: Timer | None = None
+        self._last_lines = 0.0
         self._painted_steps: set[str] = set()
 
     # --- layout ---------------------------------------------------------------------------------
@@ -297,6 +300,7 @@ class JobScreen(Screen[None]):
     def handle_events(self, message: EventsArrived) -> None:
         state_before = self.view.state
         had_gates = self.view.shows("gates")
+        first_new_line = len(self._pending_lines)
         for event in message.events:
             self.view.apply(event)
             if isinstance(event, MutationStatus):
@@ -312,20 +316,30 @@ class JobScreen(Screen[None]):
             self.refresh_bindings()
         if not had_gates:
             self._start_auto_gates()  # a watched job said what it is in its JobStarted event
-        if self._pending_lines or self._dirty_failures or self.view.state is not state_before \
+        if self._dirty_failures or self.view.state is not state_before \
                 or not self._painted_steps.issuperset(self.view.steps):
             self.schedule_repaint()
         else:
             self._dirty_quiet = True
+        if self._lines_shown_now(self._pending_lines[first_new_line:]):
+            self.schedule_lines()
         self._check_waiters()
 
-    def _tick(self) -> None:
-        """Once a second: the header's clock, and progress that came with nothing else to show.
+    def _lines_shown_now(self, lines: list[tuple[int, str]]) -> bool:
+        """Whether any of `lines` would appear on screen: the overview's tail skips DEBUG lines
+        (a checkpoint per batch), the Logs tab shows everything while it is open."""
+        if not lines:
+            return False
+        tail = self.query_one("#log-tail", LogTail)
+        return self.query_one("#log-full", LogPane).is_on_screen or any(rank >= tail.min_level for rank, _ in lines)
 
-        A batch's progress arrives many times a second during Step D; painting each at the
-        log's cadence made every attached console a steady CPU load (about 5 frames a second)
-        on the machine the job runs on. A new step, a log line, a failure or a state change is
-        still painted within REPAINT_EVERY_S."""
+    def _tick(self) -> None:
+        """Once a second: the header's clock, and what came with nothing urgent to show.
+
+        During Step D each batch reports progress and a DEBUG checkpoint line several times a
+        second; painting each at the log's cadence made every attached console a steady CPU load
+        on the machine the job runs on. Shown lines are painted within LINES_EVERY_S, and a new
+        step, a failure or a state change within REPAINT_EVERY_S."""
         if self._dirty_quiet and self._repaint_timer is None:
             self.flush()
         else:
@@ -342,15 +356,31 @@ class JobScreen(Screen[None]):
         else:
             self._repaint_timer = self.set_timer(wait, self.flush)
 
+    def schedule_lines(self) -> None:
+        """Append new log lines at most LINES_EVERY_S apart: only the log widgets are redrawn."""
+        if self._lines_timer is not None:
+            return
+        wait = LINES_EVERY_S - (time.monotonic() - self._last_lines)
+        if wait <= 0:
+            self.flush_lines()
+        else:
+            self._lines_timer = self.set_timer(wait, self.flush_lines)
+
+    def flush_lines(self) -> None:
+        self._lines_timer = None
+        self._last_lines = time.monotonic()
+        lines, self._pending_lines = self._pending_lines, []
+        if lines:
+            self.query_one("#log-full", LogPane).append(lines)
+            self.query_one("#log-tail", LogTail).append(lines[-200:])
+
     def flush(self) -> None:
         """Bring every widget up to date with the view now."""
         self._repaint_timer = None
         self._last_repaint = time.monotonic()
         self._dirty_quiet = False
         self._painted_steps = set(self.view.steps)
-        lines, self._pending_lines = self._pending_lines, []
-        self.query_one("#log-full", LogPane).append(lines)
-        self.query_one("#log-tail", LogTail).append(lines[-200:])
+        self.flush_lines()
         self.refresh_panels(mutations=self._dirty_mutations, failures=self._dirty_failures)
         self._dirty_mutations = self._dirty_failures = False
 

@@ -1,6 +1,7 @@
-"""What an attached console paints when: progress alone waits for the once-a-second tick (a Step D
-batch reports many times a second, and three consoles painting each was a steady CPU load beside
-the job); a new step, a log line and a state change are painted within REPAINT_EVERY_S."""
+"""What an attached console paints when: progress and DEBUG lines alone wait for the once-a-second
+tick (a Step D batch reports both many times a second, and three consoles painting each was a
+steady CPU load beside the job); a shown log line reaches the log widgets within LINES_EVERY_S;
+a new step and a state change repaint the panels within REPAINT_EVERY_S."""
 
 from __future__ import annotations
 
@@ -57,11 +58,10 @@ async def test_progress_alone_waits_for_the_tick(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("event", [
-    LogLine(job=JOB, level="INFO", message="batch written"),
     StateChanged(job=JOB, state=JobState.PAUSING, reason="pause requested"),
     Progress(job=JOB, step="E", done=1, total=10, unit="pairs"),
-], ids=["log line", "state change", "new step"])
-async def test_lines_states_and_new_steps_are_painted_promptly(tmp_path: Path, event: object) -> None:
+], ids=["state change", "new step"])
+async def test_states_and_new_steps_repaint_the_panels_promptly(tmp_path: Path, event: object) -> None:
     app = _app(tmp_path)
     async with app.run_test(size=(160, 48)):
         screen = await _screen(tmp_path, app)
@@ -69,3 +69,26 @@ async def test_lines_states_and_new_steps_are_painted_promptly(tmp_path: Path, e
         screen.handle_events(EventsArrived([_progress("D", 3), event]))
         assert not screen._dirty_quiet and screen._repaint_timer is None  # flushed at once
         assert screen._painted_steps >= set(screen.view.steps)
+
+
+async def test_a_shown_line_reaches_the_log_at_once_without_a_full_repaint(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    async with app.run_test(size=(160, 48)):
+        screen = await _screen(tmp_path, app)
+        screen._last_lines = 0.0
+        repainted = screen._last_repaint
+        screen.handle_events(EventsArrived([_progress("D", 3), LogLine(job=JOB, level="INFO", message="batch 3 written")]))
+        assert not screen._pending_lines  # handed to the log widgets
+        assert "batch 3 written" in "\n".join(t for _, t in screen.query_one("#log-tail").lines)
+        assert screen._last_repaint == repainted and screen._dirty_quiet  # the panels wait for the tick
+
+
+async def test_debug_lines_the_overview_hides_wait_for_the_tick(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    async with app.run_test(size=(160, 48)):
+        screen = await _screen(tmp_path, app)
+        screen._last_lines = 0.0
+        screen.handle_events(EventsArrived([LogLine(job=JOB, level="DEBUG", message="checkpoint saved")]))
+        assert screen._pending_lines and screen._lines_timer is None and screen._dirty_quiet
+        screen._tick()
+        assert not screen._pending_lines
