@@ -345,26 +345,25 @@ class JobScreen(Screen[None]):
         else:
             self.refresh_header()
 
+    def _soon(self, timer: Timer | None, last: float, every: float, action: Callable[[], None]) -> Timer | None:
+        """Run `action` now when `every` seconds have passed since `last`, else once when they
+        have; the timer to keep (None when it ran now, or the one already pending)."""
+        if timer is not None:
+            return timer
+        wait = every - (time.monotonic() - last)
+        if wait <= 0:
+            action()
+            return None
+        return self.set_timer(wait, action)
+
     def schedule_repaint(self) -> None:
         """Repaint the panels at most REPAINT_EVERY_S apart (Dolphie-style: a busy job must not
         turn the console into a CPU-bound redraw loop); the view itself is always current."""
-        if self._repaint_timer is not None:
-            return
-        wait = REPAINT_EVERY_S - (time.monotonic() - self._last_repaint)
-        if wait <= 0:
-            self.flush()
-        else:
-            self._repaint_timer = self.set_timer(wait, self.flush)
+        self._repaint_timer = self._soon(self._repaint_timer, self._last_repaint, REPAINT_EVERY_S, self.flush)
 
     def schedule_lines(self) -> None:
         """Append new log lines at most LINES_EVERY_S apart: only the log widgets are redrawn."""
-        if self._lines_timer is not None:
-            return
-        wait = LINES_EVERY_S - (time.monotonic() - self._last_lines)
-        if wait <= 0:
-            self.flush_lines()
-        else:
-            self._lines_timer = self.set_timer(wait, self.flush_lines)
+        self._lines_timer = self._soon(self._lines_timer, self._last_lines, LINES_EVERY_S, self.flush_lines)
 
     def flush_lines(self) -> None:
         self._lines_timer = None
