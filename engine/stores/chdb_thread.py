@@ -29,7 +29,6 @@ DEFAULT_NICE = 10
 _guard = threading.Lock()
 _jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] | None = None
 _thread_id: int | None = None
-_nice_applied: int | None = None
 
 
 def _serve(jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]], nice: int) -> None:
@@ -43,17 +42,15 @@ def _serve(jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]], nice:
 
 
 def _lower_priority(nice: int) -> None:
-    global _thread_id, _nice_applied
+    global _thread_id
     _thread_id = threading.get_ident()
-    if not hasattr(os, "setpriority"):
+    if nice <= 0 or not hasattr(os, "setpriority"):
         return
     tid = threading.get_native_id()
     try:
-        if nice > 0:
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-        _nice_applied = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
     except OSError:  # a sandbox forbidding it: run at the caller's priority
-        _nice_applied = None
+        pass
 
 
 def _forget_after_fork() -> None:
@@ -83,7 +80,3 @@ def call(fn: Callable[[], T], nice: int = DEFAULT_NICE, timeout: float | None = 
     jobs.put((fn, future))
     return future.result(timeout)
 
-
-def nice_value() -> int | None:
-    """The chDB thread's nice value once it exists (None before, or when it could not be set)."""
-    return _nice_applied
