@@ -182,8 +182,10 @@ def read_info(runtime: Path) -> tuple[str, str]:
     if candidates:
         try:
             data = read_json_bounded(candidates[0], "summary file")
+            if not isinstance(data, dict):
+                raise BadInput(f"{candidates[0]}: not a summary (a JSON object was expected)")
             summary = f"[dim]{escape(candidates[0].name)}[/]\n" + escape(redact(summary_text(data)))
-        except (OSError, ValueError, TypeError, AttributeError, OpsError) as exc:
+        except (OSError, ValueError, OpsError) as exc:
             summary = f"[$error]unreadable summary {escape(candidates[0].name)}: {escape(str(exc))}[/]"
     else:
         summary = "[dim]no pipeline summary yet[/]"

@@ -305,6 +305,7 @@ def spool_dir(runtime: Path) -> Path:
 # polymarket-p<pid>-<hex>.csv; an older version wrote polymarket-<hex>.csv, without the pid.
 _SPOOL_NAME = re.compile(r"^polymarket-(?:p(?P<pid>\d+)-)?[0-9a-f]{12}\.csv$")
 SPOOL_MAX_AGE_S = 24 * 3600  # past this a spool file is stale whatever its pid (a pid can be reused)
+OWNERLESS_SPOOL_AGE_S = 3600  # an older version's spool file (no pid): abandoned after this long untouched
 
 
 def sweep_spool(runtime: Path) -> list[str]:
@@ -320,8 +321,8 @@ def sweep_spool(runtime: Path) -> list[str]:
                 age = time.time() - entry.stat(follow_symlinks=False).st_mtime
             except OSError:
                 continue  # gone meanwhile
-            if m["pid"] is None:  # no owner on record: only an hour's quiet says it is abandoned
-                stale = age > 3600
+            if m["pid"] is None:  # no owner on record: only a long quiet says it is abandoned
+                stale = age > OWNERLESS_SPOOL_AGE_S
             else:
                 pid = int(m["pid"])
                 stale = (pid != os.getpid() and not pid_exists(pid)) or age > SPOOL_MAX_AGE_S
