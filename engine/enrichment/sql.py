@@ -216,7 +216,7 @@ ALTER TABLE $db.markets_dim DELETE WHERE {_WITHHELD}
 # Version 2 hashes the decimals and the side in their stored binary form (about 40% faster over
 # 2.45M trades than formatting them as text first). Version 1 is kept so that a checkpoint written
 # by an older build is still checked against the same kind of fingerprint on --resume.
-_TRADE_HASH = "cityHash64(trade_id, wallet_address, condition_id, outcome_index, CAST(side, 'Int8'), price, shares, fee_usd)"
+_TRADE_HASH = "trade_hash"  # schema.TRADE_HASH, stored with each row
 FINGERPRINT_TRADES = f"""
 SELECT count() AS n, sumWithOverflow({_TRADE_HASH}) AS h
 FROM $db.trades_raw
@@ -547,13 +547,23 @@ def incremental_batch_update_sql(database: str, strategy: str, has_cursor: bool)
 # =================================================================================================
 ALL_WALLETS = "*"
 DIRTY_MARK_ALL = "INSERT INTO $db.step_e_dirty_wallets (wallet_address) VALUES ('*')"
-DIRTY_MARK_AFFECTED = "INSERT INTO $db.step_e_dirty_wallets (wallet_address) SELECT DISTINCT wallet_address FROM $db.step_d_worklist"
+# A position's outcome row depends on its pair's trades, its condition's resolution and the
+# categories (fingerprinted as a whole): so the marks are pairs, not whole wallets.
+DIRTY_MARK_AFFECTED = """
+INSERT INTO $db.step_e_dirty_wallets (wallet_address, condition_id)
+SELECT wallet_address, condition_id FROM $db.step_d_worklist
+"""
 # Pairs that had P&L computed but whose trades are gone: their outcome rows must go too.
 DIRTY_MARK_VANISHED = """
-INSERT INTO $db.step_e_dirty_wallets (wallet_address)
-SELECT DISTINCT wallet_address FROM $db.step_d_pairs_now WHERE reason = 'vanished'
+INSERT INTO $db.step_e_dirty_wallets (wallet_address, condition_id)
+SELECT wallet_address, condition_id FROM $db.step_d_pairs_now WHERE reason = 'vanished'
 """
-DIRTY_SUMMARY = "SELECT countIf(wallet_address = '*'), uniqExactIf(wallet_address, wallet_address != '*') FROM $db.step_e_dirty_wallets"
+# (every position, wallets touched, pairs marked); a wallet marked without a condition counts whole.
+DIRTY_SUMMARY = """
+SELECT countIf(wallet_address = '*'), uniqExactIf(wallet_address, wallet_address != '*'),
+       uniqExactIf((wallet_address, condition_id), wallet_address != '*' AND condition_id != '')
+FROM $db.step_e_dirty_wallets
+"""
 DIRTY_CLEAR = "TRUNCATE TABLE $db.step_e_dirty_wallets"
 
 # What Step E reads besides trades' P&L and exposure and the resolutions: the (market, category)
@@ -568,10 +578,10 @@ _RESOLUTION_HASHES = f"""
 SELECT condition_id, cityHash64(toString(payouts), toString(resolved_outcome), resolved_at) AS h FROM ({VALID_RESOLUTIONS})
 """
 # Conditions whose valid resolution differs from the last build's (new, changed or gone): their
-# traders' wallets are dirty. Written before the build; cleared with the rest after it.
+# positions are dirty. Written before the build; cleared with the rest after it.
 DIRTY_MARK_RESOLUTIONS = f"""
-INSERT INTO $db.step_e_dirty_wallets (wallet_address)
-SELECT DISTINCT wallet_address FROM $db.trades_raw
+INSERT INTO $db.step_e_dirty_wallets (wallet_address, condition_id)
+SELECT DISTINCT wallet_address, condition_id FROM $db.trades_raw
 WHERE condition_id IN (
     SELECT condition_id FROM (
         SELECT condition_id, h FROM ({_RESOLUTION_HASHES})
@@ -586,16 +596,18 @@ STEP_E_META_CLEAR = "TRUNCATE TABLE $db.step_e_meta"
 STEP_E_META_WRITE = "INSERT INTO $db.step_e_meta (fingerprint) VALUES ({fp:String})"
 OUTCOMES_COUNT = "SELECT count() FROM $db.wallet_resolution_outcomes"
 
-_DIRTY = "(SELECT wallet_address FROM $db.step_e_dirty_wallets)"
+_DIRTY = ("(wallet_address IN (SELECT wallet_address FROM $db.step_e_dirty_wallets WHERE condition_id = '') OR "
+          "(wallet_address, condition_id) IN (SELECT wallet_address, condition_id FROM $db.step_e_dirty_wallets "
+          "WHERE condition_id != ''))")
 OUTCOMES_COPY_CLEAN = f"""
 INSERT INTO $db.wallet_resolution_outcomes_build
-SELECT * FROM $db.wallet_resolution_outcomes WHERE wallet_address NOT IN {_DIRTY}
+SELECT * FROM $db.wallet_resolution_outcomes WHERE NOT {_DIRTY}
 """
 
 
 def outcomes_fill_dirty_sql() -> str:
-    """OUTCOMES_FILL over the dirty wallets' trades only (the same statement, its trades filtered)."""
+    """OUTCOMES_FILL over the dirty positions' trades only (the same statement, its trades filtered)."""
     source = "FROM $db.trades_raw AS t"
     if OUTCOMES_FILL.count(source) != 1:  # the rewrite below relies on the positions' one trades scan
         raise RuntimeError("OUTCOMES_FILL no longer reads trades_raw exactly once; update outcomes_fill_dirty_sql")
-    return OUTCOMES_FILL.replace(source, f"FROM (SELECT * FROM $db.trades_raw WHERE wallet_address IN {_DIRTY}) AS t")
+    return OUTCOMES_FILL.replace(source, f"FROM (SELECT * FROM $db.trades_raw WHERE {_DIRTY}) AS t")

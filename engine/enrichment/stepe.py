@@ -34,7 +34,8 @@ class StepEResult:
     wallets: int
     seconds: float
     mode: str = "full"  # full | incremental
-    wallets_rebuilt: int | None = None  # incremental: the wallets recomputed (the rest was copied)
+    wallets_rebuilt: int | None = None  # incremental: the wallets with positions recomputed
+    pairs_rebuilt: int | None = None  # incremental: the positions marked (whole wallets not counted)
 
 
 def _pending(ch: ClickHouse) -> list[MutationInfo]:
@@ -76,6 +77,7 @@ class StepEPlan:
     incremental: bool
     fingerprint: str
     dirty_wallets: int
+    dirty_pairs: int
     why: str  # why a full build (empty for an incremental one)
 
 
@@ -86,7 +88,7 @@ def plan_step_e(ch: ClickHouse, force: bool) -> StepEPlan:
     last = ch.query(sql.STEP_E_META_READ).rows
     if last:  # resolutions are compared per condition (the table is only trusted once a build recorded it)
         ch.command(sql.DIRTY_MARK_RESOLUTIONS)
-    everyone, dirty = (int(v) for v in ch.query(sql.DIRTY_SUMMARY).rows[0])
+    everyone, dirty, pairs = (int(v) for v in ch.query(sql.DIRTY_SUMMARY).rows[0])
     why = ""
     if force:
         why = "--force"
@@ -98,12 +100,12 @@ def plan_step_e(ch: ClickHouse, force: bool) -> StepEPlan:
         why = "Step D recomputed every pair"
     elif not int(ch.scalar(sql.OUTCOMES_COUNT)):
         why = "wallet_resolution_outcomes is empty"
-    return StepEPlan(not why, fingerprint, dirty, why)
+    return StepEPlan(not why, fingerprint, dirty, pairs, why)
 
 
 def build_incremental_and_swap(ch: ClickHouse) -> tuple[int, int]:
-    """The new contents, built aside as well: the clean wallets' rows copied, the dirty wallets'
-    rows recomputed from their trades; then the same atomic swap as a full build."""
+    """The new contents, built aside as well: the clean positions' rows copied, the dirty ones
+    recomputed from their trades; then the same atomic swap as a full build."""
     ch.command(sql.OUTCOMES_DROP_BUILD)
     ch.command(sql.OUTCOMES_CREATE_BUILD)
     ch.command(sql.OUTCOMES_COPY_CLEAN)
@@ -141,8 +143,8 @@ async def run_step_e(ctx: JobContext, ch: ClickHouse, *, force: bool) -> StepERe
     ctx.progress("E", 1, 3, unit="phases")
     plan = await anyio.to_thread.run_sync(plan_step_e, ch, force)
     if plan.incremental:
-        ctx.log(f"incremental: rebuilding {plan.dirty_wallets:,} wallet(s) touched by Step D, copying the rest; "
-                "building aside, then swapping it in", step="E")
+        ctx.log(f"incremental: rebuilding {plan.dirty_pairs:,} position(s) of {plan.dirty_wallets:,} wallet(s) touched "
+                "since the last build, copying the rest; building aside, then swapping it in", step="E")
         positions, wallets = await anyio.to_thread.run_sync(build_incremental_and_swap, ch)
     else:
         ctx.log(f"building wallet_resolution_outcomes aside, then swapping it in (every wallet: {plan.why})", step="E")
@@ -152,4 +154,4 @@ async def run_step_e(ctx: JobContext, ch: ClickHouse, *, force: bool) -> StepERe
     elapsed = time.monotonic() - started
     ctx.log(f"Step E done: {positions:,} resolved positions for {wallets:,} wallets, swapped in ({elapsed:.1f}s)", step="E")
     return StepEResult(positions, wallets, elapsed, "incremental" if plan.incremental else "full",
-                       plan.dirty_wallets if plan.incremental else None)
+                       plan.dirty_wallets if plan.incremental else None, plan.dirty_pairs if plan.incremental else None)

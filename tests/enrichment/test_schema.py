@@ -46,3 +46,26 @@ def test_a_complete_schema_runs_no_ddl(ch):
     finally:
         del ch.command
     assert issued == []
+
+
+def test_an_older_trades_table_gets_its_stored_hash_and_keeps_its_fingerprint(ch):
+    """Stores written before `trade_hash` existed: the column is added on the next start, computed
+    for the old rows, and the Step D fingerprint a checkpoint recorded stays the same (so --resume
+    still accepts it)."""
+    from engine.enrichment import schema, sql
+    from engine.enrichment.demo import generate_demo
+    from engine.enrichment.stepd import input_fingerprint
+
+    generate_demo(ch, "small", seed=4)
+    ch.command("ALTER TABLE $db.trades_raw DROP COLUMN IF EXISTS trade_hash")  # as an older build left it
+    inline = sql.FINGERPRINT_TRADES.replace(sql._TRADE_HASH, schema.TRADE_HASH)
+    before = ch.query(inline).rows[0]
+
+    ensure_schema(ch)
+
+    assert "trade_hash" in _columns(ch, "trades_raw")
+    assert ch.query(sql.FINGERPRINT_TRADES).rows[0] == before
+    assert ch.scalar(f"SELECT countIf(trade_hash != {schema.TRADE_HASH}) FROM $db.trades_raw") == 0
+    assert input_fingerprint(ch).startswith("fp2:")
+    # SELECT * leaves it out, so loads and copies that name no columns stay as they were.
+    assert "trade_hash" not in ch.query("SELECT * FROM $db.trades_raw LIMIT 1").columns
