@@ -139,6 +139,7 @@ def incremental(ch: ClickHouse, args: argparse.Namespace, settings: Settings) ->
     return {"state": outcome.state.value, "wall_s": wall, "d_s": d.get("seconds"), "patches_s": d.get("patches_applied_s"),
             "e_s": e.get("seconds"), "mode": d.get("mode"), "affected": d.get("affected"), "pairs_total": d.get("pairs_total"),
             "batches": d.get("batches"), "e_mode": e.get("mode"), "wallets_rebuilt": e.get("wallets_rebuilt"),
+            "pairs_rebuilt": e.get("pairs_rebuilt"),
             "peak_rss_mib": _peak_rss_mib()}
 
 
@@ -292,7 +293,7 @@ def _one_scale(scale: str, first: bool) -> tuple[list[tuple[str, str, str]], dic
         f"1% of pairs changed, incremental Step D + E ÷ full [{label}]",
         f"{inc['pairs_total']:,} pairs affected ({why}; {ch_['late_trades']:,} late trades): D {inc['d_s']:.2f} s "
         f"({inc['batches']} batches) + patch apply {inc['patches_s'] or 0:.2f} s + E {inc['e_s']:.2f} s "
-        f"({inc['wallets_rebuilt']:,} wallets rebuilt) = {inc_total:.2f} s → **{inc_total / full_total:.3f}** of the full "
+        f"({inc.get('pairs_rebuilt') or 0:,} positions of {inc['wallets_rebuilt']:,} wallets rebuilt) = {inc_total:.2f} s → **{inc_total / full_total:.3f}** of the full "
         f"{full_total:.1f} s; incremental process peak RSS {inc['peak_rss_mib']:,.0f} MiB",
         "≤ 0.05 at 10x",
     ))
