@@ -62,3 +62,32 @@ def test_each_money_column_is_bounded_by_its_type(ch, tmp_path: Path, column: st
     report = load_file(ch, "trades", path, skip_invalid=True)
     assert report.inserted == 1
     assert [e.where for e in report.invalid] == ["line 3"] and "out of range" in report.invalid[0].reason
+
+
+def test_key_checks_split_into_buckets_give_the_same_reports(ch, tmp_path: Path, monkeypatch) -> None:
+    """A file with more staged keys than one set may hold is checked bucket by bucket: duplicates
+    (named in file order, with their first copy), conflicts, new rows and reloads come out exactly
+    as in one set. SET_KEYS is lowered so that a small file spans seven buckets."""
+    from engine.enrichment import load_staging
+
+    monkeypatch.setattr(load_staging, "SET_KEYS", 5)
+    rows = [trade(i) for i in range(1, 31)]
+    dupes = [trade(3), trade(17), trade(29)]  # lines 32, 33, 34
+    path = write_csv(tmp_path / "t.csv", rows + dupes, TRADE_FIELDS)
+    with pytest.raises(BadInput) as exc:
+        load_file(ch, "trades", path)
+    text = str(exc.value)
+    assert "3 invalid row(s) of 33" in text
+    for line, tid, first in ((32, 3, 4), (33, 17, 18), (34, 29, 30)):
+        assert f"line {line}: duplicate trade_id 't{tid}' (first at line {first})" in text
+    assert text.index("line 32:") < text.index("line 33:") < text.index("line 34:")
+
+    report = load_file(ch, "trades", path, skip_invalid=True)
+    assert (report.inserted, report.invalid_count) == (30, 3)
+    more = [trade(i) for i in range(25, 41)]  # 6 already loaded, 10 new
+    more[0]["fee_usd"] = "0.5"  # t25 with other values: a conflict, not overwritten
+    report = load_file(ch, "trades", write_csv(tmp_path / "t2.csv", more, TRADE_FIELDS))
+    assert (report.inserted, report.unchanged, report.conflicts) == (10, 6, 1)
+    assert int(ch.scalar("SELECT count() FROM $db.trades_raw")) == 40
+    assert int(ch.scalar("SELECT uniqExact(trade_id) FROM $db.trades_raw")) == 40
+    assert ch.scalar("SELECT fee_usd FROM $db.trades_raw WHERE trade_id = 't25'") == 0
