@@ -298,7 +298,7 @@ CREATE TABLE IF NOT EXISTS $db.step_e_dirty_wallets (
 ) ENGINE = MergeTree
 ORDER BY wallet_address
 """
-# The inputs Step E reads besides the P&L (categories, resolutions) when it last built; one row.
+# How the last Step E build recorded its inputs (stepe.INPUTS_VERSION); one row.
 STEP_E_META = """
 CREATE TABLE IF NOT EXISTS $db.step_e_meta (
     fingerprint String,
@@ -307,8 +307,9 @@ CREATE TABLE IF NOT EXISTS $db.step_e_meta (
 ORDER BY tuple()
 """
 
-# The valid resolutions the last Step E build read, one hash per condition: a condition resolved,
-# corrected or withdrawn since makes its traders' wallets dirty.
+# What the last Step E build read per resolved condition, one hash each (its valid resolution and
+# its markets' categories): a condition resolved, corrected, withdrawn or recategorised since makes
+# its positions dirty.
 STEP_E_RESOLUTIONS = """
 CREATE TABLE IF NOT EXISTS $db.step_e_resolutions (
     condition_id String,

@@ -566,19 +566,25 @@ FROM $db.step_e_dirty_wallets
 """
 DIRTY_CLEAR = "TRUNCATE TABLE $db.step_e_dirty_wallets"
 
-# What Step E reads besides trades' P&L and exposure and the resolutions: the (market, category)
-# combinations on trades (Step B) and markets_dim's categories. A change there rebuilds every wallet.
-STEP_E_FINGERPRINT = """
-SELECT concat(
-    toString((SELECT sumWithOverflow(cityHash64(market_id, canonical_category))
-              FROM (SELECT DISTINCT market_id, canonical_category FROM $db.trades_raw))), ':',
-    toString((SELECT sumWithOverflow(cityHash64(market_id, canonical_category)) FROM $db.markets_dim FINAL)))
+# What a resolved condition's outcome rows read besides its trades' P&L and exposure: its valid
+# resolution, and the categories of its markets, on its trades (Step B) and in markets_dim. One hash
+# per condition: a condition resolved, corrected or withdrawn, or whose categories changed, since the
+# last build makes its positions dirty. Unresolved conditions have no outcome rows, so a new market
+# (every day brings some) changes nothing until it resolves.
+_CONDITION_CATEGORIES = """
+SELECT t.condition_id AS condition_id,
+       sumWithOverflow(cityHash64(t.market_id, t.trade_category, ifNull(d.canonical_category, ''))) AS h
+FROM (SELECT DISTINCT condition_id, market_id, canonical_category AS trade_category FROM $db.trades_raw) AS t
+LEFT JOIN (SELECT market_id, canonical_category FROM $db.markets_dim FINAL) AS d ON d.market_id = t.market_id
+GROUP BY t.condition_id
 """
 _RESOLUTION_HASHES = f"""
-SELECT condition_id, cityHash64(toString(payouts), toString(resolved_outcome), resolved_at) AS h FROM ({VALID_RESOLUTIONS})
+SELECT r.condition_id AS condition_id,
+       cityHash64(toString(r.payouts), toString(r.resolved_outcome), r.resolved_at, ifNull(c.h, 0)) AS h
+FROM ({VALID_RESOLUTIONS}) AS r
+LEFT JOIN ({_CONDITION_CATEGORIES}) AS c ON c.condition_id = r.condition_id
 """
-# Conditions whose valid resolution differs from the last build's (new, changed or gone): their
-# positions are dirty. Written before the build; cleared with the rest after it.
+# Written before the build; cleared with the rest after it.
 DIRTY_MARK_RESOLUTIONS = f"""
 INSERT INTO $db.step_e_dirty_wallets (wallet_address, condition_id)
 SELECT DISTINCT wallet_address, condition_id FROM $db.trades_raw

@@ -81,10 +81,17 @@ class StepEPlan:
     why: str  # why a full build (empty for an incremental one)
 
 
+#: What the last build recorded in step_e_meta: how its per-condition hashes (step_e_resolutions)
+#: were made. Older builds stored a fingerprint of every category instead; their hashes cover the
+#: resolutions only, so a store they built gets one full build, then incremental ones.
+INPUTS_VERSION = "per-condition resolutions and categories, v2"
+
+
 def plan_step_e(ch: ClickHouse, force: bool) -> StepEPlan:
-    """Incremental when the last build's categories are unchanged: only the wallets Step D touched
-    since then, and the traders of conditions whose resolution changed; otherwise every wallet."""
-    fingerprint = str(ch.scalar(sql.STEP_E_FINGERPRINT))
+    """Incremental when the last build recorded its per-condition inputs the way this build does:
+    the positions Step D touched since then, and those of conditions whose resolution or categories
+    changed; otherwise every position."""
+    fingerprint = INPUTS_VERSION
     last = ch.query(sql.STEP_E_META_READ).rows
     if last:  # resolutions are compared per condition (the table is only trusted once a build recorded it)
         ch.command(sql.DIRTY_MARK_RESOLUTIONS)
@@ -95,7 +102,7 @@ def plan_step_e(ch: ClickHouse, force: bool) -> StepEPlan:
     elif not last:
         why = "no previous build recorded"
     elif str(last[0][0]) != fingerprint:
-        why = "categories changed since the last build"
+        why = "the last build was recorded by an older version"
     elif everyone:
         why = "Step D recomputed every pair"
     elif not int(ch.scalar(sql.OUTCOMES_COUNT)):

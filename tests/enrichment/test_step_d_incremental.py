@@ -348,7 +348,7 @@ def test_step_e_after_a_resolution_date_correction_rebuilds_that_conditions_trad
     assert full_recompute(settings, ch) == incremental
 
 
-def test_step_e_after_a_category_change_rebuilds_every_wallet(settings, ch) -> None:
+def test_step_e_after_a_category_change_rebuilds_that_markets_positions(settings, ch) -> None:
     Setup(settings, ch, "lightweight")
     market = str(ch.scalar("SELECT market_id FROM $db.wallet_resolution_outcomes ORDER BY market_id LIMIT 1"))
     ch.command("INSERT INTO $db.markets_dim (market_id, condition_id, canonical_category, updated_at) "
@@ -356,9 +356,28 @@ def test_step_e_after_a_category_change_rebuilds_every_wallet(settings, ch) -> N
                "WHERE market_id = {m:String}", {"m": market})
     ch.command("ALTER TABLE $db.trades_raw UPDATE canonical_category = '' WHERE market_id = {m:String}", {"m": market},
                settings=SYNC)  # Step E then takes the market's category from markets_dim
-    _, rec = run_d_e(settings, ch)
-    assert LAST["E"]["mode"] == "full" and any("categories changed" in m for m in rec.messages())
-    assert int(ch.scalar("SELECT countIf(canonical_category = 'Renamed') FROM $db.wallet_resolution_outcomes")) > 0
+    run_d_e(settings, ch)
+    positions = int(ch.scalar("SELECT count() FROM $db.wallet_resolution_outcomes WHERE market_id = {m:String}", {"m": market}))
+    assert LAST["E"]["mode"] == "incremental" and LAST["E"]["pairs_rebuilt"] >= positions > 0
+    assert int(ch.scalar("SELECT countIf(canonical_category = 'Renamed') FROM $db.wallet_resolution_outcomes")) == positions
+    incremental = pnl_checksum(ch), outcomes_checksum(ch)
+    assert full_recompute(settings, ch) == incremental
+
+
+def test_a_trade_in_a_new_unresolved_market_keeps_step_e_incremental(settings, ch) -> None:
+    """Every day brings new markets: their trades (and their markets_dim rows) must not make the
+    next Step E rebuild every position."""
+    Setup(settings, ch, "lightweight")
+    ch.command("INSERT INTO $db.markets_dim (market_id, condition_id, canonical_category, updated_at) "
+               "VALUES ('m-new', '0xnewcondition', 'Weather', now64(3))")
+    ch.command("INSERT INTO $db.trades_raw (trade_id, wallet_address, market_id, condition_id, outcome_index, side, "
+               "price, shares, usd_value, fee_usd, timestamp, tx_hash) SELECT 'new-1', wallet_address, 'm-new', "
+               "'0xnewcondition', 0, 'BUY', 0.5, 10, 5, 0, now(), '0xt' FROM $db.trades_raw LIMIT 1")
+    result, _ = run_d_e(settings, ch)
+    assert result["mode"] == "incremental" and result["affected"]["new_trades"] == 1
+    assert LAST["E"]["mode"] == "incremental" and LAST["E"]["pairs_rebuilt"] == 1
+    incremental = pnl_checksum(ch), outcomes_checksum(ch)
+    assert full_recompute(settings, ch) == incremental
 
 
 def test_a_pair_whose_trades_vanished_loses_its_outcome_row_as_in_a_full_recompute(settings, ch) -> None:
