@@ -547,8 +547,8 @@ def incremental_batch_update_sql(database: str, strategy: str, has_cursor: bool)
 # =================================================================================================
 ALL_WALLETS = "*"
 DIRTY_MARK_ALL = "INSERT INTO $db.step_e_dirty_wallets (wallet_address) VALUES ('*')"
-# A position's outcome row depends on its pair's trades, its condition's resolution and the
-# categories (fingerprinted as a whole): so the marks are pairs, not whole wallets.
+# A position's outcome row depends on its pair's trades, and on its condition's resolution and
+# categories (hashed per condition, DIRTY_MARK_RESOLUTIONS): so the marks are pairs, not wallets.
 DIRTY_MARK_AFFECTED = """
 INSERT INTO $db.step_e_dirty_wallets (wallet_address, condition_id)
 SELECT wallet_address, condition_id FROM $db.step_d_worklist

@@ -276,7 +276,8 @@ async def apply_patches(ctx: JobContext, ch: ClickHouse, timeout_s: float) -> fl
     merges catch up: measured at seed scale, the gates took 6.3 s before and 0.4 s after a 2.3 s
     apply. A small incremental run's few patch parts are worth applying too: at 10x seed, after
     one that rewrote 0.8% of the rows, Step E took 9.1 s and the gates 18.9 s through the unapplied
-    patches, against a 4.8 s apply, then 5.3 s and 8.5 s. Embedded chDB applies synchronously; a server runs it as a mutation, waited for with
+    patches, against a 4.8 s apply, then 5.3 s and 8.5 s. Embedded chDB applies synchronously; a
+    server runs it as a mutation, waited for with
     the usual bounded mutation wait (shown in the console like any other)."""
     started = time.monotonic()
     ctx.log(APPLYING_PATCHES, step="D")
