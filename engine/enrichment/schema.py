@@ -318,8 +318,4 @@ CREATE TABLE IF NOT EXISTS $db.step_e_resolutions (
 ORDER BY condition_id
 """
 
-# The same hashes as the running build computes them (once, before it builds); recorded into
-# step_e_resolutions after its swap.
-STEP_E_RESOLUTIONS_NOW = STEP_E_RESOLUTIONS.replace("step_e_resolutions", "step_e_resolutions_now")
-
-DDL += [STEP_E_DIRTY_WALLETS, STEP_E_META, STEP_E_RESOLUTIONS, STEP_E_RESOLUTIONS_NOW]
+DDL += [STEP_E_DIRTY_WALLETS, STEP_E_META, STEP_E_RESOLUTIONS]

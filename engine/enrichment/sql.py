@@ -584,23 +584,19 @@ SELECT r.condition_id AS condition_id,
 FROM ({VALID_RESOLUTIONS}) AS r
 LEFT JOIN ({_CONDITION_CATEGORIES}) AS c ON c.condition_id = r.condition_id
 """
-# Taken once per build, before it (one scan of trades_raw), into step_e_resolutions_now: the marks
-# compare it with the last build's record, and after the swap it becomes the record.
-STEP_E_RESOLUTIONS_NOW_CLEAR = "TRUNCATE TABLE $db.step_e_resolutions_now"
-STEP_E_RESOLUTIONS_NOW_WRITE = f"INSERT INTO $db.step_e_resolutions_now (condition_id, h) {_RESOLUTION_HASHES}"
 # Written before the build; cleared with the rest after it.
-DIRTY_MARK_RESOLUTIONS = """
+DIRTY_MARK_RESOLUTIONS = f"""
 INSERT INTO $db.step_e_dirty_wallets (wallet_address, condition_id)
 SELECT DISTINCT wallet_address, condition_id FROM $db.trades_raw
 WHERE condition_id IN (
     SELECT condition_id FROM (
-        SELECT condition_id, h FROM $db.step_e_resolutions_now
+        SELECT condition_id, h FROM ({_RESOLUTION_HASHES})
         UNION ALL SELECT condition_id, h FROM $db.step_e_resolutions
     ) GROUP BY condition_id HAVING count() != 2 OR min(h) != max(h)
 )
 """
 STEP_E_RESOLUTIONS_CLEAR = "TRUNCATE TABLE $db.step_e_resolutions"
-STEP_E_RESOLUTIONS_WRITE = "INSERT INTO $db.step_e_resolutions (condition_id, h) SELECT condition_id, h FROM $db.step_e_resolutions_now"
+STEP_E_RESOLUTIONS_WRITE = f"INSERT INTO $db.step_e_resolutions (condition_id, h) {_RESOLUTION_HASHES}"
 STEP_E_META_READ = "SELECT fingerprint FROM $db.step_e_meta ORDER BY created_at DESC LIMIT 1"
 STEP_E_META_CLEAR = "TRUNCATE TABLE $db.step_e_meta"
 STEP_E_META_WRITE = "INSERT INTO $db.step_e_meta (fingerprint) VALUES ({fp:String})"

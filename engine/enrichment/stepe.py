@@ -93,8 +93,6 @@ def plan_step_e(ch: ClickHouse, force: bool) -> StepEPlan:
     changed; otherwise every position."""
     fingerprint = INPUTS_VERSION
     last = ch.query(sql.STEP_E_META_READ).rows
-    ch.command(sql.STEP_E_RESOLUTIONS_NOW_CLEAR)
-    ch.command(sql.STEP_E_RESOLUTIONS_NOW_WRITE)
     if last:  # resolutions are compared per condition (the table is only trusted once a build recorded it)
         ch.command(sql.DIRTY_MARK_RESOLUTIONS)
     everyone, dirty, pairs = (int(v) for v in ch.query(sql.DIRTY_SUMMARY).rows[0])
@@ -131,7 +129,6 @@ def record_build(ch: ClickHouse, fingerprint: str) -> None:
     ch.command(sql.STEP_E_META_CLEAR)
     ch.command(sql.STEP_E_RESOLUTIONS_CLEAR)
     ch.command(sql.STEP_E_RESOLUTIONS_WRITE)
-    ch.command(sql.STEP_E_RESOLUTIONS_NOW_CLEAR)
     ch.command(sql.STEP_E_META_WRITE, {"fp": fingerprint})
     ch.command(sql.DIRTY_CLEAR)
 
