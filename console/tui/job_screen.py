@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -42,13 +43,14 @@ from console.tui.widgets import (
     event_line,
 )
 from engine.errors import OpsError
-from engine.events import Event, Failure, GateResult, JobState, MutationInfo, MutationStatus, StateChanged
+from engine.events import Event, Failure, GateResult, JobState, MutationInfo, MutationStatus, Progress, StateChanged
 from engine.redact import redact
 from engine.runner import JobOutcome, run_job
 
 REPAINT_EVERY_S = 0.2
 QUIET_REPAINT_EVERY_S = 1.0  # progress alone, and the header's clock
 LINES_EVERY_S = 0.05  # new log lines: only the log widgets redraw
+QUIET_EVENTS_EVERY_S = 0.1  # events that change nothing on screen before the next tick
 RUNNING_STATES = (JobState.STARTING, JobState.RUNNING, JobState.PAUSING, JobState.PAUSED, JobState.STOPPING)
 
 
@@ -171,12 +173,46 @@ class JobScreen(Screen[None]):
     # --- workers: they only post messages ---------------------------------------------------
     @work(group="events", exit_on_error=False)
     async def pump_events(self) -> None:
+        """Hand the bus's events to the screen: at once when one of them changes what is on
+        screen now (a state, a failure, a shown line, a new step), otherwise held up to
+        QUIET_EVENTS_EVERY_S and handed over together. During Step D nearly every event is a
+        progress report or a DEBUG checkpoint that only the once-a-second tick paints; handling
+        each as its own message kept an attached console busy between those paints."""
         sub = self.session.sub
+        held: list[Event] = []
+        held_since = 0.0
+        steps_seen: set[str] = set()
         while True:
-            batch = await sub.receive_batch()
-            if not batch:
-                return  # the bus closed and everything was read
-            self.post_message(EventsArrived(batch))
+            batch: list[Event] | None = None
+            if held:
+                with anyio.move_on_after(QUIET_EVENTS_EVERY_S - (time.monotonic() - held_since)):
+                    batch = await sub.receive_batch()
+                if batch is None:  # the held events are due
+                    self.post_message(EventsArrived(held))
+                    held = []
+                    continue
+            else:
+                batch = await sub.receive_batch()
+            if not batch:  # the bus closed and everything was read
+                if held:
+                    self.post_message(EventsArrived(held))
+                return
+            if not held:
+                held_since = time.monotonic()
+            held.extend(batch)
+            if any(self._shows_now(event, steps_seen) for event in batch):
+                self.post_message(EventsArrived(held))
+                held = []
+
+    def _shows_now(self, event: Event, steps_seen: set[str]) -> bool:
+        """Whether `event` changes what is on screen before the next quiet tick."""
+        if isinstance(event, Progress) and event.step not in steps_seen:
+            steps_seen.add(event.step)
+            return True  # a new step is painted within REPAINT_EVERY_S
+        if not event.routine():
+            return True  # states, failures, shown lines, gates, settings, summaries
+        # The Logs tab shows every line, DEBUG and checkpoints included.
+        return not isinstance(event, Progress) and self.query_one("#log-full", LogPane).is_on_screen
 
     @work(group="job", exit_on_error=False)
     async def run_the_job(self) -> None:

@@ -14,6 +14,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.content import Content
+from textual.widget import Widget
 from textual.widgets import DataTable, Log, ProgressBar, Sparkline, Static
 
 from console.tui.model import JobView, fmt_count, fmt_duration
@@ -59,6 +60,25 @@ def esc(text: Any) -> str:
     return redact(str(text)).replace("[", "\\[")
 
 
+def set_border_text(widget: Widget, *, title: str | None = None, subtitle: str | None = None) -> None:
+    """Set a border title or subtitle only when it changes: Textual repaints the whole widget on
+    every assignment, and the panels are re-shown once a second."""
+    for attr, text in (("border_title", title), ("border_subtitle", subtitle)):
+        if text is not None and getattr(widget, f"_shown_{attr}", None) != text:
+            setattr(widget, f"_shown_{attr}", text)
+            setattr(widget, attr, text)
+
+
+class QuietProgressBar(ProgressBar):
+    """A ProgressBar that repaints only when it is given progress. Textual's own bar also calls
+    `update()` once a second, to refresh an ETA we never show; that repaint fell between the
+    screen's own ticks and cost every console a second frame a second."""
+
+    def update(self, **changes: Any) -> None:
+        if changes:
+            super().update(**changes)
+
+
 class Markup(Static):
     """A Static that re-renders only when its markup changes, and asks for a layout pass only
     when its line count changes: layout is the expensive part of a repaint."""
@@ -98,7 +118,7 @@ class ProgressPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Markup(id="steps-line")
-        yield ProgressBar(total=None, show_eta=False, id="bar")
+        yield QuietProgressBar(total=None, show_eta=False, id="bar")
         yield Markup(id="progress-detail")
         yield Sparkline([], summary_function=max, id="throughput-spark")
         yield Markup(id="checkpoint-line")
@@ -131,7 +151,7 @@ class ProgressPanel(Vertical):
             detail.set("waiting for the first progress report…")
         else:
             bar.update(total=sp.total, progress=sp.done)
-            self.border_title = f"Step {sp.step}" if view.shows("steps") else f"Progress · {sp.step}"
+            set_border_text(self, title=f"Step {sp.step}" if view.shows("steps") else f"Progress · {sp.step}")
             lines = [f"{fmt_count(sp.done)} / {fmt_count(sp.total)} {esc(sp.unit)}"]
             d = sp.detail
             if "batch_idx" in d:
@@ -229,9 +249,10 @@ class GatesPanel(Vertical):
             body = "\n".join(lines)
         self.query_one("#gates-body", Markup).set(body)
         when = clock_text(view.gates_ts) if view.gates_ts else "never"
-        self.border_subtitle = "refreshing…" if refreshing else f"as of {when}"
+        subtitle = "refreshing…" if refreshing else f"as of {when}"
         if held and not refreshing:
-            self.border_subtitle += " · auto-refresh after Step D (g: now)"
+            subtitle += " · auto-refresh after Step D (g: now)"
+        set_border_text(self, subtitle=subtitle)
 
 
 class MutationsPanel(Vertical):
@@ -417,8 +438,7 @@ class LogPane(Vertical):
             # In a hidden tab, writing to the Log would grow its virtual size and make every
             # frame a full layout of the screen (~15 ms at 160×48): keep the lines, write them
             # when the pane is shown.
-            self._stale = True
-            self._status()
+            self._stale = True  # the status line too is brought up to date when shown
             return
         shown = [text for rank, text in lines if self._matches(rank, text)]
         if shown:

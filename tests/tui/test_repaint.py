@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
+from textual.app import App, ComposeResult
 
 from console.tui.app import OpsConsoleApp
 from console.tui.job_screen import EventsArrived, JobScreen
 from console.tui.remote import live_model_for
 from console.tui.session import JobSession
-from engine.events import JobState, LogLine, Progress, StateChanged
+from console.tui.widgets import GatesPanel, QuietProgressBar, set_border_text
+from engine.events import CheckpointSaved, JobState, LogLine, Progress, StateChanged
 from engine.settings import load_settings
 
 pytestmark = pytest.mark.anyio
@@ -92,3 +95,88 @@ async def test_debug_lines_the_overview_hides_wait_for_the_tick(tmp_path: Path) 
         assert screen._pending_lines and screen._lines_timer is None and screen._dirty_quiet
         screen._tick()
         assert not screen._pending_lines
+
+
+async def test_routine_events_reach_the_screen_together_and_a_state_change_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Step D batch reports a checkpoint or two and its progress moments apart: the screen gets
+    them as one message every QUIET_EVENTS_EVERY_S, not one message each, and loses none; a state
+    change is handed over at once, with what was held before it."""
+    settings = load_settings(runtime_dir=tmp_path / "rt")
+    session = JobSession.attach(JOB, settings=settings)
+    app = OpsConsoleApp(settings, session=session, gates_interval=None)
+    async with app.run_test(size=(160, 48)):
+        screen = app.screen
+        assert isinstance(screen, JobScreen)
+        posted: list[list[object]] = []
+        original = screen.post_message
+
+        def post(message: object) -> bool:
+            if isinstance(message, EventsArrived):
+                posted.append(list(message.events))
+            return original(message)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(screen, "post_message", post)
+        session.bus.publish(_progress("D", 1))  # a new step: at once
+        await screen.wait_for(lambda v: "D" in v.steps)
+        posted.clear()
+        for i in range(20):
+            session.bus.publish(CheckpointSaved(job=JOB, step="D", where="local", cursor={"n": i}, batch_idx=i))
+            await anyio.sleep(0.002)
+        session.bus.publish(StateChanged(job=JOB, state=JobState.PAUSED))
+        await screen.wait_for(lambda v: v.state is JobState.PAUSED)
+        handed = [e for batch in posted for e in batch]
+        assert [e.batch_idx for e in handed if isinstance(e, CheckpointSaved)] == list(range(20))
+        assert isinstance(handed[-1], StateChanged)
+        assert len(posted) <= 5, [len(b) for b in posted]  # one message per event would be 21
+
+
+async def test_the_progress_bar_does_not_repaint_itself() -> None:
+    """Textual's ProgressBar repaints once a second for an ETA the console never shows: a second
+    frame a second, out of step with the screen's tick. Ours draws only when given progress."""
+
+    class Bars(App[None]):
+        def compose(self) -> ComposeResult:
+            yield QuietProgressBar(total=1000, show_eta=False, id="quiet")
+
+    app = Bars()
+    async with app.run_test() as pilot:
+        bar = app.query_one("#quiet", QuietProgressBar)
+        for done in range(10, 80, 10):  # a job making progress: the bar has a rate, hence an ETA
+            bar.update(total=1000, progress=done)
+            await pilot.pause(0.3)
+        refreshes = []
+        monkeypatch_refresh = bar.refresh
+
+        def counted(*args: object, **kwargs: object) -> object:
+            refreshes.append(1)
+            return monkeypatch_refresh(*args, **kwargs)  # type: ignore[arg-type]
+
+        bar.refresh = counted  # type: ignore[method-assign]
+        await pilot.pause(1.3)  # past Textual's one-second ETA timer
+        assert refreshes == []
+        bar.update(progress=410)
+        assert bar.percentage == pytest.approx(0.41)
+
+
+async def test_an_unchanged_border_title_is_not_repainted() -> None:
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield GatesPanel(id="gates")
+
+    app = One()
+    async with app.run_test():
+        panel = app.query_one("#gates", GatesPanel)
+        set_border_text(panel, subtitle="as of 12:00:00")
+        refreshes = []
+        original = panel.refresh
+
+        def counted(*args: object, **kwargs: object) -> object:
+            refreshes.append(1)
+            return original(*args, **kwargs)  # type: ignore[arg-type]
+
+        panel.refresh = counted  # type: ignore[method-assign]
+        set_border_text(panel, subtitle="as of 12:00:00")
+        assert refreshes == []
+        set_border_text(panel, subtitle="as of 12:00:01")
+        assert refreshes and str(panel.border_subtitle) == "as of 12:00:01"
