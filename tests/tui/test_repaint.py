@@ -5,6 +5,7 @@ a new step and a state change repaint the panels within REPAINT_EVERY_S."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import anyio
@@ -12,7 +13,7 @@ import pytest
 from textual.app import App, ComposeResult
 
 from console.tui.app import OpsConsoleApp
-from console.tui.job_screen import EventsArrived, JobScreen
+from console.tui.job_screen import LINES_EVERY_S, EventsArrived, JobScreen
 from console.tui.remote import live_model_for
 from console.tui.session import JobSession
 from console.tui.widgets import GatesPanel, QuietProgressBar, set_border_text
@@ -180,3 +181,27 @@ async def test_an_unchanged_border_title_is_not_repainted() -> None:
         assert refreshes == []
         set_border_text(panel, subtitle="as of 12:00:01")
         assert refreshes and str(panel.border_subtitle) == "as of 12:00:01"
+
+
+async def test_lines_are_flushed_no_more_often_than_their_cadence_after_a_full_repaint(tmp_path: Path) -> None:
+    """A full repaint (the tick's) flushes the lines too; the flush it overtook must not fire
+    later as well, or two chains of flushes run side by side at twice the cadence."""
+    app = _app(tmp_path)
+    async with app.run_test(size=(160, 48)):
+        screen = await _screen(tmp_path, app)
+        flushes: list[float] = []
+        original = screen.flush_lines
+
+        def counted() -> None:
+            flushes.append(time.monotonic())
+            original()
+
+        screen.flush_lines = counted  # type: ignore[method-assign]
+        started = time.monotonic()
+        for i in range(300):
+            screen.handle_events(EventsArrived([LogLine(job=JOB, level="INFO", message=f"line {i}")]))
+            if i % 50 == 25:
+                screen.flush()  # as the once-a-second tick does
+            await anyio.sleep(0.004)
+        elapsed = time.monotonic() - started
+        assert len(flushes) <= elapsed / LINES_EVERY_S + 8, (len(flushes), elapsed)
