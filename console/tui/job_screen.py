@@ -24,7 +24,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, TabbedContent, TabPane
+from textual.widgets import TabbedContent, TabPane
 
 from console.tui.actions import JOB_ACTIONS, bindings
 from console.tui.modals import ConfirmScreen, EditLiveScreen, FilterScreen, HelpScreen, QuitChoiceScreen
@@ -34,6 +34,7 @@ from console.tui.widgets import (
     FailuresSummary,
     FailuresTable,
     GatesPanel,
+    KeysFooter,
     LogPane,
     LogTail,
     MutationsPanel,
@@ -155,7 +156,7 @@ class JobScreen(Screen[None]):
                 yield FailuresTable(id="failures-table")
             with TabPane("Logs", id="logs-tab"):
                 yield LogPane(id="log-full")
-        yield Footer(compact=True)
+        yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#log-tail").border_title = "Recent log"

@@ -16,7 +16,7 @@ from console.tui.app import OpsConsoleApp
 from console.tui.job_screen import LINES_EVERY_S, EventsArrived, JobScreen
 from console.tui.remote import live_model_for
 from console.tui.session import JobSession
-from console.tui.widgets import GatesPanel, QuietProgressBar, set_border_text
+from console.tui.widgets import GatesPanel, KeysFooter, QuietProgressBar, set_border_text
 from engine.events import CheckpointSaved, JobState, LogLine, Progress, StateChanged
 from engine.settings import load_settings
 
@@ -205,3 +205,34 @@ async def test_lines_are_flushed_no_more_often_than_their_cadence_after_a_full_r
             await anyio.sleep(0.004)
         elapsed = time.monotonic() - started
         assert len(flushes) <= elapsed / LINES_EVERY_S + 8, (len(flushes), elapsed)
+
+
+async def test_the_footer_rebuilds_its_keys_only_when_they_change(tmp_path: Path) -> None:
+    """Every state change refreshes the bindings; Textual's Footer remounted all its keys each
+    time (~30 ms), also for PAUSING → PAUSED, which shows the same keys."""
+    settings = load_settings(runtime_dir=tmp_path / "rt")
+    session = JobSession.attach(JOB, settings=settings)
+    app = OpsConsoleApp(settings, session=session, gates_interval=None)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, JobScreen)
+        screen.view.state = JobState.RUNNING
+        screen.refresh_bindings()
+        await pilot.pause(0.1)
+        footer = screen.query_one(KeysFooter)
+        rebuilt: list[int] = []
+        original = footer.recompose
+
+        async def counted() -> None:
+            rebuilt.append(1)
+            await original()
+
+        footer.recompose = counted  # type: ignore[method-assign]
+        for _ in range(3):  # the same keys apply
+            screen.refresh_bindings()
+            await pilot.pause(0.05)
+        assert rebuilt == []
+        screen.view.state = JobState.DONE  # pause, stop and the live edit no longer apply
+        screen.refresh_bindings()
+        await pilot.pause(0.1)
+        assert rebuilt == [1]
