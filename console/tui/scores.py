@@ -140,7 +140,7 @@ class ScoresScreen(Screen[None]):
             yield DataTable(id="leaderboard", cursor_type="row", zebra_stripes=True)
             yield ReliabilityDiagram(id="reliability")
         yield Static(id="footnote")
-        yield KeysFooter()
+        yield KeysFooter(compact=False)
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 import re
 from collections import deque
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
 from rich.highlighter import Highlighter
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.content import Content
 from textual.widget import Widget
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Log, ProgressBar, Sparkline, Static
+from textual.widgets import DataTable, Log, ProgressBar, Sparkline, Static
 
 from console.tui.model import JobView, fmt_count, fmt_duration
 from engine.event_text import LEVELS, event_text
@@ -80,23 +82,97 @@ class QuietProgressBar(ProgressBar):
             super().update(**changes)
 
 
-class KeysFooter(Footer):
-    """The footer's keys, rebuilt only when the keys it shows change. A job screen refreshes its
-    bindings on every state change (the keys that apply follow the state), and Textual's Footer
-    remounts every key each time: ~30 ms of CPU here, spent while a state the operator asked for
-    was on its way to the screen. PAUSING then PAUSED, or the job's own RUNNING after the
-    console's echo of it, show the same keys."""
+@dataclass(frozen=True)
+class FooterItem:
+    key: str  # the Textual key to simulate on a click
+    display: str
+    label: str
+    enabled: bool
 
-    _shown: tuple[tuple[str, str, bool], ...] | None = None
+
+class KeysFooter(Widget, can_focus=False):
+    """The keys that apply now, on one line drawn as text (the look of Textual's compact Footer).
+
+    The keys follow the job's state, so the bindings change with every pause and resume.
+    Textual's Footer remounts a widget per key each time: ~30 ms of CPU here, and the discarded
+    widgets were cyclic garbage that made the console's full garbage collections run long (up to
+    ~180 ms, measured with a gc callback during the key benchmark), holding up the job's answer to
+    the key. This footer redraws one line, and only when what it shows changes."""
+
+    ALLOW_SELECT = False
+    DEFAULT_CSS = """
+    KeysFooter {
+        dock: bottom;
+        height: 1;
+        color: $footer-foreground;
+        background: $footer-background;
+    }
+    """
+
+    def __init__(self, *, compact: bool = True, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.compact = compact  # one space between keys (False: two, as Textual's roomy Footer)
+        self.items: tuple[FooterItem, ...] = ()
+        self.palette: FooterItem | None = None
+        self.spans: list[tuple[int, int, FooterItem]] = []
+
+    def on_mount(self) -> None:
+        self.screen.bindings_updated_signal.subscribe(self, self.bindings_changed)
+        self.bindings_changed(self.screen)
+
+    def on_unmount(self) -> None:
+        self.screen.bindings_updated_signal.unsubscribe(self)
 
     def bindings_changed(self, screen: Screen[Any]) -> None:
-        shown = tuple((b.key, b.description, enabled)
-                      for (_node, b, enabled, _tip) in screen.active_bindings.values() if b.show)
-        if self._bindings_ready and shown == self._shown:
-            return
-        super().bindings_changed(screen)
-        if screen.app.app_focus:  # the base rebuilt the keys (without focus it waits)
-            self._shown = shown
+        items: dict[str, FooterItem] = {}  # one per action: the first of its keys
+        palette: FooterItem | None = None
+        app = self.app
+        for key, active in screen.active_bindings.items():
+            binding, enabled = active.binding, active.enabled
+            item = FooterItem(key, app.get_key_display(binding), binding.description, enabled)
+            if key == app.COMMAND_PALETTE_BINDING and app.ENABLE_COMMAND_PALETTE:
+                palette = item
+            elif binding.show and binding.action not in items:
+                items[binding.action] = item
+        shown = tuple(items.values())
+        if (shown, palette) != (self.items, self.palette):
+            self.items, self.palette = shown, palette
+            self.refresh()
+
+    def _piece(self, item: FooterItem) -> Content:
+        key = Content.styled(item.display, "bold $footer-key-foreground")
+        piece = Content.assemble(key, " ", Content.styled(item.label, "$footer-description-foreground"))
+        return piece.stylize("dim") if not item.enabled else piece
+
+    def render(self) -> Content:
+        width = self.size.width
+        gap = " " if self.compact else "  "
+        right = Content.assemble(Content.styled("▏", "dim"), self._piece(self.palette), " ") if self.palette else Content("")
+        room = max(0, width - right.cell_length)
+        left: list[Content] = []
+        self.spans = []
+        x = 0 if self.compact else 1
+        for item in self.items:
+            piece = self._piece(item)
+            if x + piece.cell_length > room:
+                break
+            left.append(piece)
+            self.spans.append((x, x + piece.cell_length, item))
+            x += piece.cell_length + len(gap)
+        line = Content.assemble(" " if not self.compact else "", Content(gap).join(left))
+        if self.palette is not None:
+            self.spans.append((width - right.cell_length + 1, width - 1, self.palette))
+        padding = Content(" " * max(0, room - line.cell_length))
+        return Content.assemble(line, padding, right)
+
+    def on_click(self, event: events.Click) -> None:
+        for start, end, item in self.spans:
+            if start <= event.x < end:
+                if item.enabled:
+                    self.app.simulate_key(item.key)
+                else:
+                    self.app.bell()
+                return
 
 
 class Markup(Static):
