@@ -45,7 +45,17 @@ from console.tui.widgets import (
     event_line,
 )
 from engine.errors import OpsError
-from engine.events import Event, Failure, GateResult, JobState, MutationInfo, MutationStatus, Progress, StateChanged
+from engine.events import (
+    Event,
+    Failure,
+    GateResult,
+    JobState,
+    LogLine,
+    MutationInfo,
+    MutationStatus,
+    Progress,
+    StateChanged,
+)
 from engine.redact import redact
 from engine.runner import JobOutcome, run_job
 
@@ -53,6 +63,8 @@ REPAINT_EVERY_S = 0.2
 QUIET_REPAINT_EVERY_S = 1.0  # progress alone, and the header's clock
 LINES_EVERY_S = 0.03  # new log lines: only the log widgets redraw
 QUIET_EVENTS_EVERY_S = 0.1  # events that change nothing on screen before the next tick
+TIMER_SLACK_S = 0.003  # a flush due within this is done now rather than on a timer
+LINE_LEAD_S = 0.01  # shown lines reach the screen this long before its next line flush
 RUNNING_STATES = (JobState.STARTING, JobState.RUNNING, JobState.PAUSING, JobState.PAUSED, JobState.STOPPING)
 
 
@@ -220,8 +232,13 @@ class JobScreen(Screen[None]):
         if isinstance(event, Progress) and event.step not in steps_seen:
             steps_seen.add(event.step)
             return 0.0  # a new step is painted within REPAINT_EVERY_S
+        if isinstance(event, LogLine) and not event.routine():
+            # A shown line: the log widgets take new lines every LINES_EVERY_S. Held until just
+            # before the next of those, lines arriving meanwhile go as one message (under a flood,
+            # about one per flush instead of one per socket read), and are on time for it.
+            return max(0.0, self._last_lines + LINES_EVERY_S - LINE_LEAD_S - time.monotonic())
         if not event.routine():
-            return 0.0  # states, failures, shown lines, gates, settings, summaries
+            return 0.0  # states, failures, gates, settings, summaries
         if not isinstance(event, Progress) and self._log_full.is_on_screen:
             return 0.0  # the Logs tab shows every line, DEBUG and checkpoints included
         return QUIET_EVENTS_EVERY_S
@@ -399,7 +416,7 @@ class JobScreen(Screen[None]):
         if timer is not None:
             return timer
         wait = every - (time.monotonic() - last)
-        if wait <= 0:
+        if wait <= TIMER_SLACK_S:  # due (a wakeup for "due now" can come a moment early)
             action()
             return None
         return self.set_timer(wait, action)

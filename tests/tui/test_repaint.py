@@ -240,3 +240,35 @@ async def test_the_footer_redraws_only_when_its_keys_change(tmp_path: Path) -> N
         assert redrawn
         enabled = {item.label: item.enabled for item in footer.items}
         assert not enabled["Stop"] and enabled["Quit"]
+
+
+async def test_a_flood_of_shown_lines_reaches_the_screen_once_per_line_flush(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The log widgets take new lines every LINES_EVERY_S: lines arriving in between are handed
+    to the screen together, just before that flush, not one message per socket read."""
+    settings = load_settings(runtime_dir=tmp_path / "rt")
+    session = JobSession.attach(JOB, settings=settings)
+    app = OpsConsoleApp(settings, session=session, gates_interval=None)
+    async with app.run_test(size=(160, 48)):
+        screen = app.screen
+        assert isinstance(screen, JobScreen)
+        posted: list[int] = []
+        original = screen.post_message
+
+        def post(message: object) -> bool:
+            if isinstance(message, EventsArrived):
+                posted.append(len(message.events))
+            return original(message)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(screen, "post_message", post)
+        started = time.monotonic()
+        for burst in range(100):  # a socket read every 4 ms, two lines each
+            for i in range(2):
+                session.bus.publish(LogLine(job=JOB, level="INFO", message=f"line {burst}.{i}"))
+            await anyio.sleep(0.004)
+        session.bus.publish(StateChanged(job=JOB, state=JobState.PAUSED))
+        await screen.wait_for(lambda v: v.state is JobState.PAUSED)
+        elapsed = time.monotonic() - started
+        assert sum(posted) == 201  # every line, and the state
+        reads = 100
+        assert len(posted) < reads * 3 / 4, (len(posted), elapsed)  # one message per read would be 100
