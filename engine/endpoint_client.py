@@ -19,7 +19,7 @@ import contextlib
 import itertools
 import socket
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,16 @@ class JobClient:
         """Live events after the snapshot, in order; ends when the connection does."""
         async for event in self._sub:
             yield event
+
+    async def follow(self, callback: Callable[[Event], None]) -> None:
+        """Call `callback` with every live event, in order, as the read loop decodes it (first those
+        read since the snapshot), until the connection ends. No task wakes up per event, which a
+        console attached for hours pays on every line the job sends. `events()` is then used up."""
+        for event in self._sub.drain():
+            callback(event)
+        self.bus.add_listener(callback)
+        self._sub.close()
+        await self._closed.wait()
 
     async def command(self, cmd: str, **args: Any) -> Reply:
         """Send one command and wait for its reply. A lost connection is a failed reply."""

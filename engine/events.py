@@ -41,6 +41,11 @@ class Event:
         """Events with the same non-None key may replace each other in a slow consumer's queue."""
         return None
 
+    def routine(self) -> bool:
+        """A report a watcher may see a moment late (progress, a checkpoint, a mutation poll, a
+        DEBUG line): the job socket sends these a few at a time instead of one write each."""
+        return False
+
 
 @dataclass(frozen=True, kw_only=True)
 class JobStarted(Event):
@@ -67,12 +72,18 @@ class Progress(Event):
     def coalesce_key(self) -> tuple[Any, ...]:
         return ("progress", self.job, self.step)
 
+    def routine(self) -> bool:
+        return True
+
 
 @dataclass(frozen=True, kw_only=True)
 class LogLine(Event):
     level: str  # DEBUG, INFO, WARNING, ERROR
     message: str
     step: str = ""
+
+    def routine(self) -> bool:
+        return self.level.upper() == "DEBUG"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +93,9 @@ class CheckpointSaved(Event):
     cursor: dict[str, Any]
     pairs_done: int = 0
     batch_idx: int = 0
+
+    def routine(self) -> bool:
+        return True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,6 +131,9 @@ class MutationStatus(Event):
 
     def coalesce_key(self) -> tuple[Any, ...]:
         return ("mutations", self.job)
+
+    def routine(self) -> bool:
+        return not any(m.latest_fail_reason for m in self.details)
 
 
 @dataclass(frozen=True, kw_only=True)

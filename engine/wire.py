@@ -93,44 +93,60 @@ def _event_classes() -> dict[str, type[Event]]:
     return classes
 
 
-@cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls, vars(_events))
+Converter = typing.Callable[[Any], Any]
 
 
-def _from_json(hint: Any, value: Any) -> Any:
-    """Rebuild one field from its JSON form, guided by the dataclass annotation."""
-    if value is None:
-        return None
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(hint):
-            if arg is type(None):
-                continue
-            return _from_json(arg, value)
-        return value
-    if origin is tuple:
-        (item, *_rest) = typing.get_args(hint) or (Any,)
-        if not isinstance(value, list):
-            raise WireError(f"expected a list, got {type(value).__name__}")
-        return tuple(_from_json(item, v) for v in value)
-    if isinstance(hint, type):
-        if issubclass(hint, Enum):
-            return hint(value)
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, dict):
-                raise WireError(f"expected an object for {hint.__name__}")
-            return _build(hint, value)
-        if hint is float and isinstance(value, int):
-            return float(value)
+def _same(value: Any) -> Any:
     return value
 
 
+def _converter(hint: Any) -> Converter:
+    """How one field comes back from its JSON form, worked out once per annotation: a client
+    decodes every event the job sends, so the per-event work is only the conversions themselves."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _converter(inner[0]) if inner else _same
+    if origin is tuple:
+        (item, *_rest) = typing.get_args(hint) or (Any,)
+        each = _converter(item)
+
+        def to_tuple(value: Any) -> Any:
+            if not isinstance(value, list):
+                raise WireError(f"expected a list, got {type(value).__name__}")
+            return tuple(v if v is None else each(v) for v in value)
+
+        return to_tuple
+    if isinstance(hint, type):
+        if issubclass(hint, Enum):
+            return hint
+        if dataclasses.is_dataclass(hint):
+            cls = hint
+
+            def to_dataclass(value: Any) -> Any:
+                if not isinstance(value, dict):
+                    raise WireError(f"expected an object for {cls.__name__}")
+                return _build(cls, value)
+
+            return to_dataclass
+        if hint is float:
+            return lambda value: float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    return _same
+
+
+@cache
+def _plan(cls: type) -> tuple[tuple[str, Converter], ...]:
+    hints = typing.get_type_hints(cls, vars(_events))
+    return tuple((f.name, _converter(hints.get(f.name, Any))) for f in dataclasses.fields(cls))
+
+
 def _build(cls: type, record: dict[str, Any]) -> Any:
-    hints = _hints(cls)
     # Fields a newer job added are ignored (forward compatible); missing ones use their defaults.
-    kwargs = {f.name: _from_json(hints.get(f.name, Any), record[f.name])
-              for f in dataclasses.fields(cls) if f.name in record}
+    kwargs = {}
+    for name, convert in _plan(cls):
+        if name in record:
+            value = record[name]
+            kwargs[name] = None if value is None else convert(value)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:

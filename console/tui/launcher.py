@@ -16,13 +16,13 @@ from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, OptionList, Static
+from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from console.tui.actions import LAUNCHER_ACTIONS, bindings
 from console.tui.modals import ConfirmScreen, HelpScreen
 from console.tui.model import JobView
-from console.tui.widgets import GatesPanel, clock_text, short_json
+from console.tui.widgets import GatesPanel, KeysFooter, clock_text, short_json
 from console.tui.widgets import esc as escape
 from engine.errors import BadInput, OpsError
 from engine.events import GateResult
@@ -261,7 +261,7 @@ class LauncherScreen(Screen[None]):
                 yield Static(id="checkpoint-info", classes="panel")
                 yield Static(id="summary-info", classes="panel")
                 yield GatesPanel(id="gates", classes="panel", hint="choose Gates to compute them")
-        yield Footer(compact=True)
+        yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#entries").border_title = "Start"

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 from pydantic import BaseModel, ValidationError, create_model
 
 from engine.bus import EventBus
@@ -164,10 +165,21 @@ async def relay(client: Any, control: RemoteControl, bus: EventBus) -> Any:
     for event in snapshot_events(client.snapshot):
         forward(event)
     if last is None or not last.state.final:
-        async for event in client.events():
+        ended = anyio.Event()  # the final state was forwarded, or the connection ended
+
+        def forward_live(event: Event) -> None:
             forward(event)
             if last is not None and last.state.final:
-                break
+                ended.set()
+
+        async def follow() -> None:
+            await client.follow(forward_live)
+            ended.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow)
+            await ended.wait()
+            tg.cancel_scope.cancel()
     if last is None or not last.state.final:
         return None
     return JobOutcome(last.state, last.reason if last.state is JobState.FAILED else "", gates_failed=gates_failed)

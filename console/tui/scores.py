@@ -15,7 +15,9 @@ from textual.app import App, ComposeResult
 from textual.screen import Screen
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
+
+from console.tui.widgets import KeysFooter
 
 # dot (column, row) -> bit of U+2800 + bits
 _BITS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
@@ -138,7 +140,7 @@ class ScoresScreen(Screen[None]):
             yield DataTable(id="leaderboard", cursor_type="row", zebra_stripes=True)
             yield ReliabilityDiagram(id="reliability")
         yield Static(id="footnote")
-        yield Footer()
+        yield KeysFooter(compact=False)
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import re
 from collections import deque
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
 from rich.highlighter import Highlighter
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.content import Content
+from textual.widget import Widget
+from textual.screen import Screen
 from textual.widgets import DataTable, Log, ProgressBar, Sparkline, Static
 
 from console.tui.model import JobView, fmt_count, fmt_duration
@@ -59,6 +63,118 @@ def esc(text: Any) -> str:
     return redact(str(text)).replace("[", "\\[")
 
 
+def set_border_text(widget: Widget, *, title: str | None = None, subtitle: str | None = None) -> None:
+    """Set a border title or subtitle only when it changes: Textual repaints the whole widget on
+    every assignment, and the panels are re-shown once a second."""
+    for attr, text in (("border_title", title), ("border_subtitle", subtitle)):
+        if text is not None and getattr(widget, f"_shown_{attr}", None) != text:
+            setattr(widget, f"_shown_{attr}", text)
+            setattr(widget, attr, text)
+
+
+class QuietProgressBar(ProgressBar):
+    """A ProgressBar that repaints only when it is given progress. Textual's own bar also calls
+    `update()` once a second, to refresh an ETA we never show; that repaint fell between the
+    screen's own ticks and cost every console a second frame a second."""
+
+    def update(self, **changes: Any) -> None:
+        if changes:
+            super().update(**changes)
+
+
+@dataclass(frozen=True)
+class FooterItem:
+    key: str  # the Textual key to simulate on a click
+    display: str
+    label: str
+    enabled: bool
+
+
+class KeysFooter(Widget, can_focus=False):
+    """The keys that apply now, on one line drawn as text (the look of Textual's compact Footer).
+
+    The keys follow the job's state, so the bindings change with every pause and resume.
+    Textual's Footer remounts a widget per key each time: ~30 ms of CPU here, and the discarded
+    widgets were cyclic garbage that made the console's full garbage collections run long (up to
+    ~180 ms, measured with a gc callback during the key benchmark), holding up the job's answer to
+    the key. This footer redraws one line, and only when what it shows changes."""
+
+    ALLOW_SELECT = False
+    DEFAULT_CSS = """
+    KeysFooter {
+        dock: bottom;
+        height: 1;
+        color: $footer-foreground;
+        background: $footer-background;
+    }
+    """
+
+    def __init__(self, *, compact: bool = True, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.compact = compact  # one space between keys (False: two, as Textual's roomy Footer)
+        self.items: tuple[FooterItem, ...] = ()
+        self.palette: FooterItem | None = None
+        self.spans: list[tuple[int, int, FooterItem]] = []
+
+    def on_mount(self) -> None:
+        self.screen.bindings_updated_signal.subscribe(self, self.bindings_changed)
+        self.bindings_changed(self.screen)
+
+    def on_unmount(self) -> None:
+        self.screen.bindings_updated_signal.unsubscribe(self)
+
+    def bindings_changed(self, screen: Screen[Any]) -> None:
+        items: dict[str, FooterItem] = {}  # one per action: the first of its keys
+        palette: FooterItem | None = None
+        app = self.app
+        for key, active in screen.active_bindings.items():
+            binding, enabled = active.binding, active.enabled
+            item = FooterItem(key, app.get_key_display(binding), binding.description, enabled)
+            if key == app.COMMAND_PALETTE_BINDING and app.ENABLE_COMMAND_PALETTE:
+                palette = item
+            elif binding.show and binding.action not in items:
+                items[binding.action] = item
+        shown = tuple(items.values())
+        if (shown, palette) != (self.items, self.palette):
+            self.items, self.palette = shown, palette
+            self.refresh()
+
+    def _piece(self, item: FooterItem) -> Content:
+        key = Content.styled(item.display, "bold $footer-key-foreground")
+        piece = Content.assemble(key, " ", Content.styled(item.label, "$footer-description-foreground"))
+        return piece.stylize("dim") if not item.enabled else piece
+
+    def render(self) -> Content:
+        width = self.size.width
+        gap = " " if self.compact else "  "
+        right = Content.assemble(Content.styled("▏", "dim"), self._piece(self.palette), " ") if self.palette else Content("")
+        room = max(0, width - right.cell_length)
+        left: list[Content] = []
+        self.spans = []
+        x = 0 if self.compact else 1
+        for item in self.items:
+            piece = self._piece(item)
+            if x + piece.cell_length > room:
+                break
+            left.append(piece)
+            self.spans.append((x, x + piece.cell_length, item))
+            x += piece.cell_length + len(gap)
+        line = Content.assemble(" " if not self.compact else "", Content(gap).join(left))
+        if self.palette is not None:
+            self.spans.append((width - right.cell_length + 1, width - 1, self.palette))
+        padding = Content(" " * max(0, room - line.cell_length))
+        return Content.assemble(line, padding, right)
+
+    def on_click(self, event: events.Click) -> None:
+        for start, end, item in self.spans:
+            if start <= event.x < end:
+                if item.enabled:
+                    self.app.simulate_key(item.key)
+                else:
+                    self.app.bell()
+                return
+
+
 class Markup(Static):
     """A Static that re-renders only when its markup changes, and asks for a layout pass only
     when its line count changes: layout is the expensive part of a repaint."""
@@ -98,7 +214,7 @@ class ProgressPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Markup(id="steps-line")
-        yield ProgressBar(total=None, show_eta=False, id="bar")
+        yield QuietProgressBar(total=None, show_eta=False, id="bar")
         yield Markup(id="progress-detail")
         yield Sparkline([], summary_function=max, id="throughput-spark")
         yield Markup(id="checkpoint-line")
@@ -131,7 +247,7 @@ class ProgressPanel(Vertical):
             detail.set("waiting for the first progress report…")
         else:
             bar.update(total=sp.total, progress=sp.done)
-            self.border_title = f"Step {sp.step}" if view.shows("steps") else f"Progress · {sp.step}"
+            set_border_text(self, title=f"Step {sp.step}" if view.shows("steps") else f"Progress · {sp.step}")
             lines = [f"{fmt_count(sp.done)} / {fmt_count(sp.total)} {esc(sp.unit)}"]
             d = sp.detail
             if "batch_idx" in d:
@@ -229,9 +345,10 @@ class GatesPanel(Vertical):
             body = "\n".join(lines)
         self.query_one("#gates-body", Markup).set(body)
         when = clock_text(view.gates_ts) if view.gates_ts else "never"
-        self.border_subtitle = "refreshing…" if refreshing else f"as of {when}"
+        subtitle = "refreshing…" if refreshing else f"as of {when}"
         if held and not refreshing:
-            self.border_subtitle += " · auto-refresh after Step D (g: now)"
+            subtitle += " · auto-refresh after Step D (g: now)"
+        set_border_text(self, subtitle=subtitle)
 
 
 class MutationsPanel(Vertical):
@@ -417,8 +534,7 @@ class LogPane(Vertical):
             # In a hidden tab, writing to the Log would grow its virtual size and make every
             # frame a full layout of the screen (~15 ms at 160×48): keep the lines, write them
             # when the pane is shown.
-            self._stale = True
-            self._status()
+            self._stale = True  # the status line too is brought up to date when shown
             return
         shown = [text for rank, text in lines if self._matches(rank, text)]
         if shown:

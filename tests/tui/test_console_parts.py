@@ -13,7 +13,7 @@ from console.tui.app import OpsConsoleApp
 from console.tui.job_screen import JobScreen
 from console.tui.launcher import LauncherScreen
 from console.tui.modals import ConfirmScreen, FilterScreen, HelpScreen
-from console.tui.widgets import LogPane
+from console.tui.widgets import KeysFooter, LogPane
 from engine.events import JobState, LogLine
 from engine.settings import load_settings
 from tests.tui.scenarios import T0, attached_app, feed, rounds_for
@@ -181,8 +181,9 @@ async def test_mouse_tabs_and_footer_keys() -> None:
         await pilot.click("#--content-tab-overview")
         assert screen.query_one("#tabs").active == "overview"
         # Footer keys are clickable too: "Help" opens the help screen.
-        footer_key = next(k for k in app.screen.query("FooterKey") if k.action == "help")
-        await pilot.click(footer_key)
+        footer = screen.query_one(KeysFooter)
+        x = next(start for start, _end, item in footer.spans if item.label == "Help")
+        await pilot.click(KeysFooter, offset=(x + 1, 0))
         assert isinstance(app.screen, HelpScreen)
 
 

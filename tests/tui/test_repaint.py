@@ -5,15 +5,19 @@ a new step and a state change repaint the panels within REPAINT_EVERY_S."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import anyio
 import pytest
+from textual.app import App, ComposeResult
 
 from console.tui.app import OpsConsoleApp
-from console.tui.job_screen import EventsArrived, JobScreen
+from console.tui.job_screen import LINES_EVERY_S, EventsArrived, JobScreen
 from console.tui.remote import live_model_for
 from console.tui.session import JobSession
-from engine.events import JobState, LogLine, Progress, StateChanged
+from console.tui.widgets import GatesPanel, KeysFooter, QuietProgressBar, set_border_text
+from engine.events import CheckpointSaved, JobState, LogLine, Progress, StateChanged
 from engine.settings import load_settings
 
 pytestmark = pytest.mark.anyio
@@ -92,3 +96,179 @@ async def test_debug_lines_the_overview_hides_wait_for_the_tick(tmp_path: Path) 
         assert screen._pending_lines and screen._lines_timer is None and screen._dirty_quiet
         screen._tick()
         assert not screen._pending_lines
+
+
+async def test_routine_events_reach_the_screen_together_and_a_state_change_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Step D batch reports a checkpoint or two and its progress moments apart: the screen gets
+    them as one message every QUIET_EVENTS_EVERY_S, not one message each, and loses none; a state
+    change is handed over at once, with what was held before it."""
+    settings = load_settings(runtime_dir=tmp_path / "rt")
+    session = JobSession.attach(JOB, settings=settings)
+    app = OpsConsoleApp(settings, session=session, gates_interval=None)
+    async with app.run_test(size=(160, 48)):
+        screen = app.screen
+        assert isinstance(screen, JobScreen)
+        posted: list[list[object]] = []
+        original = screen.post_message
+
+        def post(message: object) -> bool:
+            if isinstance(message, EventsArrived):
+                posted.append(list(message.events))
+            return original(message)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(screen, "post_message", post)
+        session.bus.publish(_progress("D", 1))  # a new step: at once
+        await screen.wait_for(lambda v: "D" in v.steps)
+        posted.clear()
+        for i in range(20):
+            session.bus.publish(CheckpointSaved(job=JOB, step="D", where="local", cursor={"n": i}, batch_idx=i))
+            await anyio.sleep(0.002)
+        session.bus.publish(StateChanged(job=JOB, state=JobState.PAUSED))
+        await screen.wait_for(lambda v: v.state is JobState.PAUSED)
+        handed = [e for batch in posted for e in batch]
+        assert [e.batch_idx for e in handed if isinstance(e, CheckpointSaved)] == list(range(20))
+        assert isinstance(handed[-1], StateChanged)
+        assert len(posted) <= 5, [len(b) for b in posted]  # one message per event would be 21
+
+
+async def test_the_progress_bar_does_not_repaint_itself() -> None:
+    """Textual's ProgressBar repaints once a second for an ETA the console never shows: a second
+    frame a second, out of step with the screen's tick. Ours draws only when given progress."""
+
+    class Bars(App[None]):
+        def compose(self) -> ComposeResult:
+            yield QuietProgressBar(total=1000, show_eta=False, id="quiet")
+
+    app = Bars()
+    async with app.run_test() as pilot:
+        bar = app.query_one("#quiet", QuietProgressBar)
+        for done in range(10, 80, 10):  # a job making progress: the bar has a rate, hence an ETA
+            bar.update(total=1000, progress=done)
+            await pilot.pause(0.3)
+        refreshes = []
+        monkeypatch_refresh = bar.refresh
+
+        def counted(*args: object, **kwargs: object) -> object:
+            refreshes.append(1)
+            return monkeypatch_refresh(*args, **kwargs)  # type: ignore[arg-type]
+
+        bar.refresh = counted  # type: ignore[method-assign]
+        await pilot.pause(1.3)  # past Textual's one-second ETA timer
+        assert refreshes == []
+        bar.update(progress=410)
+        assert bar.percentage == pytest.approx(0.41)
+
+
+async def test_an_unchanged_border_title_is_not_repainted() -> None:
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield GatesPanel(id="gates")
+
+    app = One()
+    async with app.run_test():
+        panel = app.query_one("#gates", GatesPanel)
+        set_border_text(panel, subtitle="as of 12:00:00")
+        refreshes = []
+        original = panel.refresh
+
+        def counted(*args: object, **kwargs: object) -> object:
+            refreshes.append(1)
+            return original(*args, **kwargs)  # type: ignore[arg-type]
+
+        panel.refresh = counted  # type: ignore[method-assign]
+        set_border_text(panel, subtitle="as of 12:00:00")
+        assert refreshes == []
+        set_border_text(panel, subtitle="as of 12:00:01")
+        assert refreshes and str(panel.border_subtitle) == "as of 12:00:01"
+
+
+async def test_lines_are_flushed_no_more_often_than_their_cadence_after_a_full_repaint(tmp_path: Path) -> None:
+    """A full repaint (the tick's) flushes the lines too; the flush it overtook must not fire
+    later as well, or two chains of flushes run side by side at twice the cadence."""
+    app = _app(tmp_path)
+    async with app.run_test(size=(160, 48)):
+        screen = await _screen(tmp_path, app)
+        flushes: list[float] = []
+        original = screen.flush_lines
+
+        def counted() -> None:
+            flushes.append(time.monotonic())
+            original()
+
+        screen.flush_lines = counted  # type: ignore[method-assign]
+        started = time.monotonic()
+        for i in range(300):
+            screen.handle_events(EventsArrived([LogLine(job=JOB, level="INFO", message=f"line {i}")]))
+            if i % 50 == 25:
+                screen.flush()  # as the once-a-second tick does
+            await anyio.sleep(0.004)
+        elapsed = time.monotonic() - started
+        assert len(flushes) <= elapsed / LINES_EVERY_S + 8, (len(flushes), elapsed)
+
+
+async def test_the_footer_redraws_only_when_its_keys_change(tmp_path: Path) -> None:
+    """Every state change refreshes the bindings; Textual's Footer remounted a widget per key each
+    time (~30 ms, and garbage for the full collections), also for PAUSING → PAUSED, which shows
+    the same keys. Ours redraws one line, and only when the keys it shows change."""
+    settings = load_settings(runtime_dir=tmp_path / "rt")
+    session = JobSession.attach(JOB, settings=settings)
+    app = OpsConsoleApp(settings, session=session, gates_interval=None)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, JobScreen)
+        screen.view.state = JobState.RUNNING
+        screen.refresh_bindings()
+        await pilot.pause(0.1)
+        footer = screen.query_one(KeysFooter)
+        assert not footer.children  # one line of text, no widget per key
+        redrawn: list[int] = []
+        original = footer.refresh
+
+        def counted(*args: object, **kwargs: object) -> object:
+            redrawn.append(1)
+            return original(*args, **kwargs)  # type: ignore[arg-type]
+
+        footer.refresh = counted  # type: ignore[method-assign]
+        for _ in range(3):  # the same keys apply
+            screen.refresh_bindings()
+            await pilot.pause(0.05)
+        assert redrawn == []
+        screen.view.state = JobState.DONE  # pause, stop and the live edit no longer apply
+        screen.refresh_bindings()
+        await pilot.pause(0.1)
+        assert redrawn
+        enabled = {item.label: item.enabled for item in footer.items}
+        assert not enabled["Stop"] and enabled["Quit"]
+
+
+async def test_a_flood_of_shown_lines_reaches_the_screen_once_per_line_flush(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The log widgets take new lines every LINES_EVERY_S: lines arriving in between are handed
+    to the screen together, just before that flush, not one message per socket read."""
+    settings = load_settings(runtime_dir=tmp_path / "rt")
+    session = JobSession.attach(JOB, settings=settings)
+    app = OpsConsoleApp(settings, session=session, gates_interval=None)
+    async with app.run_test(size=(160, 48)):
+        screen = app.screen
+        assert isinstance(screen, JobScreen)
+        posted: list[int] = []
+        original = screen.post_message
+
+        def post(message: object) -> bool:
+            if isinstance(message, EventsArrived):
+                posted.append(len(message.events))
+            return original(message)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(screen, "post_message", post)
+        started = time.monotonic()
+        for burst in range(100):  # a socket read every 4 ms, two lines each
+            for i in range(2):
+                session.bus.publish(LogLine(job=JOB, level="INFO", message=f"line {burst}.{i}"))
+            await anyio.sleep(0.004)
+        session.bus.publish(StateChanged(job=JOB, state=JobState.PAUSED))
+        await screen.wait_for(lambda v: v.state is JobState.PAUSED)
+        elapsed = time.monotonic() - started
+        assert sum(posted) == 201  # every line, and the state
+        reads = 100
+        assert len(posted) < reads * 3 / 4, (len(posted), elapsed)  # one message per read would be 100
