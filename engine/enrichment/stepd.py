@@ -9,11 +9,11 @@
 * After every batch: the checkpoint (cursor + runbook fields) to the local file, atomically, then to
   Postgres (failures shown and retried, never blocking) — engine.enrichment.checkpoint_writer. Stop
   and pause only happen between batches.
-* Incremental by default: each batch also records what its pairs' P&L was computed from (trade
-  count and hash, payouts) in `stepd_pair_state` — after the P&L write has landed (lightweight: right
-  after it; classic: after the next mutation wait). A fresh run after a complete one freezes only the
-  affected pairs (new or changed trades, newly resolved, corrected resolution, P&L reset) and writes
-  only those; `--full` (or no complete previous run, or no bookkeeping yet) recomputes every pair.
+* Incremental by default: a complete run records what each pair's P&L was computed from (trade
+  count and hash, payouts) in `stepd_pair_state`, in one statement once every batch's P&L has
+  landed. A fresh run after a complete one freezes only the affected pairs (new or changed trades,
+  newly resolved, corrected resolution, P&L reset) and writes only those; `--full` (or no complete
+  previous run, or no bookkeeping yet) recomputes every pair.
 * Every `mutation_wait_every` batches (live setting) we wait for our tables' pending mutations,
   bounded by a timeout and failing with the mutation's own failure text.
 
@@ -369,9 +369,8 @@ class StepD:
         self.strategy = ""
         self.mode: Literal["full", "incremental"] = "full"
         self.affected: dict[str, int] | None = None
-        # Classic writes are mutations that land asynchronously: their pairs' bookkeeping waits for
-        # the next mutation wait (the batches written since the last one: one contiguous key range).
-        self.state_pending: KeyRange | None = None
+        # Pairs after this one get their bookkeeping at the end (None: all of them).
+        self.bookkeeping_from: tuple[str, str] | None = None
         # The position: what is done.
         self.cursor: tuple[str, str] | None = None
         self.pairs_done = 0
@@ -487,9 +486,7 @@ class StepD:
         """Freeze the work list and payouts, pick the write strategy, and place the cursor."""
         ctx, ch = self.ctx, self.ch
         frozen = await _t(frozen_worklist, ch)
-        reused = False
         if cp is not None and frozen is not None and frozen[0] == fingerprint:
-            reused = True
             self.total = frozen[1]
             self.mode = cp.mode  # an incremental run's frozen work list is its affected pairs
         else:
@@ -505,11 +502,10 @@ class StepD:
             self.last_mutations = cp.last_mutations
             ctx.log(f"resuming after pair {self.pairs_done:,} of {self.total:,} (batch_idx {self.batch_idx})"
                     + (" of an incremental run" if self.mode == "incremental" else ""), step="D")
-            if self.strategy == "classic" and reused and cp.fingerprint is not None and self.cursor is not None:
-                # The stopped run's last classic batches may have no bookkeeping yet: once their
-                # mutations have landed, record every pair the checkpoint says is done.
-                await wait_mutations(ctx, ch, self.mutation_timeout_s)
-                await _t(write_pair_state, ch, KeyRange(None, self.cursor))
+            if cp.fingerprint is None:
+                # The pairs before the cursor were computed from inputs nobody can vouch for: no
+                # bookkeeping for them, so the next incremental run recomputes them.
+                self.bookkeeping_from = self.cursor
         ctx.log(f"{self.total:,} pairs, {conditions:,} resolved conditions, write strategy {self.strategy}", step="D")
 
     def _checkpoint(self, status: str = "running") -> StepDCheckpoint:
@@ -537,22 +533,11 @@ class StepD:
                            self.strategy, applied, self.mode, self.affected)
 
     def _write(self, rng: KeyRange) -> None:
-        """One batch: its P&L, then (once that has landed) its pairs' bookkeeping. Blocking."""
+        """One batch: its P&L, one statement. Blocking."""
         if self.mode == "incremental":
             write_affected_batch(self.ch, self.strategy, rng)
         else:
             write_batch(self.ch, self.strategy, rng)
-        if self.strategy == "classic":
-            pending = self.state_pending
-            self.state_pending = KeyRange(pending.after if pending else rng.after, rng.last)
-        else:  # lightweight UPDATE is synchronous: the rows are written when the statement returns
-            write_pair_state(self.ch, rng)
-
-    async def _flush_pair_state(self) -> None:
-        """After a mutation wait: the classic batches' mutations have landed; record their pairs."""
-        pending, self.state_pending = self.state_pending, None
-        if pending is not None:
-            await _t(write_pair_state, self.ch, pending)
 
     async def _batches(self) -> StepDResult | None:
         """The batch loop; returns a result when stopped, None when the work list is exhausted.
@@ -592,7 +577,6 @@ class StepD:
             self.rows_written += batch.rows
             if self.batches_run % ctx.control.live.mutation_wait_every == 0:
                 self.last_mutations = await wait_mutations(ctx, ch, self.mutation_timeout_s)
-                await self._flush_pair_state()
             await writer.save_next(self._checkpoint)
             self._report()
 
@@ -600,7 +584,13 @@ class StepD:
         ctx = self.ctx
         # Complete only when every mutation has landed (classic mutations run asynchronously on a server).
         self.last_mutations = await wait_mutations(ctx, self.ch, self.mutation_timeout_s)
-        await self._flush_pair_state()
+        if self.cursor is not None and self.cursor != self.bookkeeping_from:
+            # The bookkeeping of every pair of the work list, in one statement, now that all their
+            # P&L has landed (a resumed run's earlier batches included: a resume is refused unless
+            # the inputs are the ones they were computed from). Only a run that gets here is
+            # trusted by the next incremental one, so bookkeeping per batch bought nothing but a
+            # second statement per batch.
+            await _t(write_pair_state, self.ch, KeyRange(self.bookkeeping_from, self.cursor))
         await self.writer.save(self._checkpoint("done"), final=True)
         self._report()
         elapsed = time.monotonic() - self.started

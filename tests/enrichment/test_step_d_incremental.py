@@ -394,3 +394,44 @@ def test_a_pair_whose_trades_vanished_loses_its_outcome_row_as_in_a_full_recompu
     assert int(ch.scalar("SELECT count() FROM $db.wallet_resolution_outcomes WHERE " + PAIR, pair_params(gone))) == 0
     incremental = pnl_checksum(ch), outcomes_checksum(ch)
     assert full_recompute(settings, ch) == incremental
+
+
+def _stop_at(batch: int):
+    from engine.events import CheckpointSaved
+
+    def stop(event, control) -> None:
+        if isinstance(event, CheckpointSaved) and event.where == "local" and event.batch_idx >= batch:
+            control.stop("test stop")
+
+    return stop
+
+
+def test_batches_write_no_bookkeeping_a_complete_run_writes_every_pair_once(settings, ch) -> None:
+    """A batch is one statement (its P&L); the bookkeeping waits for the run to be complete."""
+    generate_demo(ch, "small", seed=3)
+    outcome, _ = run_enrichment(EnrichmentJob(["D"], batch_size=7, remote_checkpoints=False, run_gates=False),
+                                settings, ch, on_event=_stop_at(2))
+    assert outcome.state is JobState.STOPPED
+    assert int(ch.scalar(sql.PAIR_STATE_COUNT)) == 0
+    job = EnrichmentJob(["D"], resume=True, batch_size=7, remote_checkpoints=False, run_gates=False)
+    outcome, _ = run_enrichment(job, settings, ch)
+    assert outcome.state is JobState.DONE, outcome.error
+    assert int(ch.scalar("SELECT count() FROM $db.stepd_pair_state FINAL")) == pairs(ch)
+    result, _ = run_d_e(settings, ch, steps=("D",))
+    assert result["mode"] == "incremental" and result["affected"] == NONE
+
+
+def test_pairs_before_a_hand_written_checkpoint_get_no_bookkeeping(settings, ch) -> None:
+    """Nobody can vouch for what the pairs before a hand-written checkpoint were computed from: the
+    resumed run records only its own pairs, and the next incremental run recomputes the others."""
+    generate_demo(ch, "small", seed=3)
+    outcome, _ = run_enrichment(EnrichmentJob(["D"], batch_size=7, remote_checkpoints=False, run_gates=False),
+                                settings, ch, on_event=_stop_at(2))
+    assert outcome.state is JobState.STOPPED
+    state_path(settings.runtime).write_text(json.dumps({"job": "enrichment", "step": "D", "batch_idx": 2, "pairs_done": 14}))
+    job = EnrichmentJob(["D"], resume=True, batch_size=7, remote_checkpoints=False, run_gates=False)
+    outcome, _ = run_enrichment(job, settings, ch)
+    assert outcome.state is JobState.DONE, outcome.error
+    assert int(ch.scalar("SELECT count() FROM $db.stepd_pair_state FINAL")) == pairs(ch) - 14
+    result, _ = run_d_e(settings, ch, steps=("D",))
+    assert result["mode"] == "incremental" and result["affected"] == {**NONE, "new_trades": 14}
