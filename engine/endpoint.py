@@ -18,8 +18,8 @@ Hostile or broken clients never slow or break the job:
 * every task here catches everything: the endpoint's task group wraps the job's, and a failure
   in it must never cancel the job.
 
-Every cut-off is written to the job's log as a WARNING; refusals too, at most one line per
-REFUSAL_LOG_EVERY_S with a count of the others.
+Every cut-off and refusal is written to the job's log as a WARNING, at most one line per reason
+per REFUSAL_LOG_EVERY_S with a count of the others.
 """
 
 from __future__ import annotations
@@ -142,8 +142,7 @@ class JobEndpoint:
         self._listener: SocketListener | None = None
         self._tg: TaskGroup | None = None
         self._closing = False
-        self._refusal_logged_at = 0.0
-        self._refused_unlogged = 0
+        self._limited: dict[str, tuple[float, int]] = {}  # kind -> (last logged, not logged since)
         self._encoded: OrderedDict[int, tuple[Event, bytes]] = OrderedDict()
         self._flights: dict[str, _Flight] = {}
         bus.add_listener(self.snapshot)
@@ -233,19 +232,25 @@ class JobEndpoint:
             client = _Client(next(self._numbers), stream, self.bus.subscribe())
             self.clients.add(client)
             first = wire.encode(wire.hello(self.job, os.getpid(), self.started_at))
-            first += wire.encode(wire.snapshot(self.snapshot.to_dict()))
+            first += self.snapshot.encoded()
             self._tg.start_soon(self._serve_client, client, first)
 
-    def _log_refusal(self, reason: str) -> None:
-        """One WARNING per REFUSAL_LOG_EVERY_S, counting the refusals in between: a script that
-        opens thousands of connections must not flood the job's log."""
-        self._refused_unlogged += 1
+    def _log_limited(self, kind: str, message: str) -> None:
+        """One WARNING per kind per REFUSAL_LOG_EVERY_S, counting the ones in between: a script
+        that opens thousands of connections must not flood the job's log (nor push the lines that
+        matter out of the snapshot's last 500)."""
+        logged_at, unlogged = self._limited.get(kind, (0.0, 0))
+        unlogged += 1
         now = time.monotonic()
-        if now - self._refusal_logged_at < REFUSAL_LOG_EVERY_S:
+        if logged_at and now - logged_at < REFUSAL_LOG_EVERY_S:
+            self._limited[kind] = (logged_at, unlogged)
             return
-        more = f" ({self._refused_unlogged} since the last such line)" if self._refusal_logged_at else ""
-        self._log(f"refused a console client: {reason}{more}", "WARNING")
-        self._refusal_logged_at, self._refused_unlogged = now, 0
+        more = f" ({unlogged} such since the last such line)" if logged_at else ""
+        self._log(f"{message}{more}", "WARNING")
+        self._limited[kind] = (now, 0)
+
+    def _log_refusal(self, reason: str) -> None:
+        self._log_limited("refused", f"refused a console client: {reason}")
 
     async def _refuse(self, stream: SocketStream) -> None:
         reason = f"too many console clients ({MAX_CLIENTS} connected)"
@@ -287,7 +292,7 @@ class JobEndpoint:
             self.clients.discard(client)
             client.sub.close()
             if client.cut_reason:
-                self._log(f"console client #{client.number} cut off: {client.cut_reason}", "WARNING")
+                self._log_limited(f"cut:{client.cut_reason}", f"console client #{client.number} cut off: {client.cut_reason}")
             client.done.set()
 
     async def _watchdog(self, client: _Client) -> None:

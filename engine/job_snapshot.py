@@ -28,7 +28,8 @@ from engine.events import (
     StateChanged,
     Summary,
 )
-from engine.wire import event_from_record, event_record, jsonable, redacted
+from engine.wire import encode, event_from_record, event_record, jsonable, redacted
+from engine.wire import snapshot as snapshot_message
 
 MAX_LOG_LINES = 500
 MAX_FAILURES = 1000
@@ -58,8 +59,15 @@ class JobSnapshot:
         self.logs: deque[LogLine] = deque(maxlen=MAX_LOG_LINES)
         self.logs_total = 0
         self.live_values: dict[str, Any] = {}
+        # The wire form, kept until the next event changes the picture: clients connecting in
+        # between get the same bytes (a script opening connections in a loop made the job encode
+        # its last 500 log lines ~100 times a second). Each log and failure record is converted
+        # once, in `_records`, however often the snapshot is rebuilt.
+        self._encoded: bytes | None = None
+        self._record_memo: dict[int, tuple[Event, dict[str, Any]]] = {}
 
     def __call__(self, event: Event) -> None:
+        self._encoded = None
         if isinstance(event, JobStarted):
             self.panels = tuple(event.panels)
         elif isinstance(event, StateChanged):
@@ -113,11 +121,32 @@ class JobSnapshot:
             "gates": rec(self.gates),
             "mutations": rec(self.mutations),
             "summary": rec(self.summary),
-            "failures": [event_record(e) for e in self.failures],
+            "failures": self._records(self.failures),
             "failures_total": self.failures_total,
-            "logs": [event_record(e) for e in self.logs],
+            "logs": self._records(self.logs),
             "logs_total": self.logs_total,
         }
+
+    def _records(self, events: deque[Any]) -> list[dict[str, Any]]:
+        """The events' records, each converted once while it stays in the snapshot (keyed by
+        identity; the memo keeps the event, so its id cannot be reused while it is there)."""
+        memo = self._record_memo
+        out = []
+        for event in events:
+            hit = memo.get(id(event))
+            if hit is None or hit[0] is not event:
+                hit = memo[id(event)] = (event, event_record(event))
+            out.append(hit[1])
+        if len(memo) > 2 * (MAX_LOG_LINES + MAX_FAILURES):  # drop the records of events gone from both
+            kept = {id(e) for e in self.logs} | {id(e) for e in self.failures}
+            self._record_memo = {k: v for k, v in memo.items() if k in kept}
+        return out
+
+    def encoded(self) -> bytes:
+        """The snapshot message as sent on connect; rebuilt only after an event changed it."""
+        if self._encoded is None:
+            self._encoded = encode(snapshot_message(self.to_dict()))
+        return self._encoded
 
 
 def _float_or_none(value: Any) -> float | None:

@@ -196,10 +196,10 @@ class JobScreen(Screen[None]):
     @work(group="events", exit_on_error=False)
     async def pump_events(self) -> None:
         """Hand the bus's events to the screen, each no later than its hold (`_hold`) after it
-        arrived, together with everything that came before it. What changes the screen now (a
-        state, a failure, a shown line, a new step) goes at once; progress and DEBUG lines, which
-        only the once-a-second tick paints, wait up to QUIET_EVENTS_EVERY_S. A Step D batch's
-        reports then cost the console one message instead of one each."""
+        arrived, together with everything that came before it. A state, a failure or a new step
+        goes at once; a shown line just before the log widgets' next flush; progress and DEBUG
+        lines, which only the once-a-second tick paints, wait up to QUIET_EVENTS_EVERY_S. A Step D
+        batch's reports, or a burst of lines, then cost the console one message, not one each."""
         sub = self.session.sub
         held: list[Event] = []
         due = 0.0
