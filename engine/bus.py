@@ -26,6 +26,7 @@ class Subscription:
         self._lock = threading.Lock()
         self._wakeup = anyio.Event()
         self._closed = False
+        self._gathering = False  # in `receive_batch_by`: routine events do not wake the reader
 
     def _put(self, event: Event) -> None:
         key = event.coalesce_key()
@@ -36,7 +37,8 @@ class Subscription:
                 # Keep the newest copy, placed in order of arrival.
                 del self._items[key]
             self._items[key] = event
-        self._wakeup.set()
+        if not (self._gathering and event.routine()):
+            self._wakeup.set()
 
     def drain(self) -> list[Event]:
         """Everything queued now, oldest first, without waiting."""
@@ -53,6 +55,20 @@ class Subscription:
             if items or self._closed:
                 return items
             await self._wakeup.wait()
+
+    async def receive_batch_by(self, deadline: float) -> list[Event]:
+        """Wait until an event that is not routine is queued, the bus closes, or `deadline`
+        (anyio's clock) passes; then take everything queued. Routine events arriving meanwhile
+        are queued without waking the reader: a reader that gathers them pays one wakeup per
+        deadline, not one per event."""
+        self._gathering = True
+        try:
+            with anyio.move_on_after(deadline - anyio.current_time()):
+                if not self._closed:
+                    await self._wakeup.wait()
+        finally:
+            self._gathering = False
+        return self.drain()
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         while True:

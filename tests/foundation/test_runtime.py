@@ -153,3 +153,42 @@ async def test_job_start_keeps_runtime_traversable_for_the_embedded_postgres(tmp
     await run_job(SelftestJob(units=1, unit_seconds=0), settings, EventBus(), handle_signals=False)
     mode = stat.S_IMODE(os.stat(settings.runtime).st_mode)
     assert mode == 0o711  # others may traverse, not list; files inside are 0600
+
+
+@pytest.mark.anyio
+async def test_a_gathering_reader_wakes_for_news_or_its_deadline_not_for_each_routine_event() -> None:
+    """The job socket's writers gather routine events (progress, checkpoints) for up to 0.1 s per
+    client: they must not be woken by each one, only by news (a state change) or the deadline."""
+    bus = EventBus()
+    sub = bus.subscribe()
+
+    def checkpoint(i: int) -> CheckpointSaved:
+        return CheckpointSaved(job="j", step="D", where="local", cursor={}, batch_idx=i)
+
+    async def publish_routine_then_news() -> None:
+        for i in range(20):
+            bus.publish(checkpoint(i))
+            await anyio.sleep(0.002)
+        bus.publish(StateChanged(job="j", state=JobState.PAUSED))
+
+    got: list[object] = []
+    wakeups = 0
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(publish_routine_then_news)
+        deadline = anyio.current_time() + 30
+        while not any(isinstance(e, StateChanged) for e in got):
+            got += await sub.receive_batch_by(deadline)
+            wakeups += 1
+    assert [e.batch_idx for e in got if isinstance(e, CheckpointSaved)] == list(range(20))
+    assert wakeups <= 2  # woken per checkpoint, it would be about 20
+
+    async def one_more() -> None:
+        await anyio.sleep(0.05)
+        bus.publish(checkpoint(99))
+
+    late = anyio.current_time() + 0.3
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one_more)
+        gathered = await sub.receive_batch_by(late)
+    assert [e.batch_idx for e in gathered] == [99]  # not woken by it: handed over at the deadline
+    assert anyio.current_time() >= late
