@@ -245,7 +245,7 @@ class JobEndpoint:
         if logged_at and now - logged_at < REFUSAL_LOG_EVERY_S:
             self._limited[kind] = (logged_at, unlogged)
             return
-        more = f" ({unlogged} such since the last such line)" if logged_at else ""
+        more = f" ({unlogged} since the last such line)" if logged_at else ""
         self._log(f"{message}{more}", "WARNING")
         self._limited[kind] = (now, 0)
 

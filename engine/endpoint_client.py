@@ -88,7 +88,7 @@ class JobClient:
 
     async def follow(self, callback: Callable[[Event], None]) -> None:
         """Call `callback` with every live event, in order, as the read loop decodes it (first those
-        read since the snapshot), until the connection ends. No task wakes up per event, which a
+        read since the snapshot), until the connection ends. No task of its own wakes per event, which a
         console attached for hours pays on every line the job sends. `events()` is then used up."""
         for event in self._sub.drain():
             callback(event)
