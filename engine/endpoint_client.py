@@ -88,8 +88,8 @@ class JobClient:
 
     async def follow(self, callback: Callable[[Event], None]) -> None:
         """Call `callback` with every live event, in order, as the read loop decodes it (first those
-        read since the snapshot), until the connection ends. No task of its own wakes per event, which a
-        console attached for hours pays on every line the job sends. `events()` is then used up."""
+        read since the snapshot), until the connection ends. No task of its own wakes per event
+        (a console attached for hours would pay that on every line). `events()` is then used up."""
         for event in self._sub.drain():
             callback(event)
         self.bus.add_listener(callback)
