@@ -28,6 +28,15 @@ def _checkpoint(i: int) -> CheckpointSaved:
     return CheckpointSaved(job=JOB, step="D", where="local", cursor={"n": i}, batch_idx=i)
 
 
+async def _serving(rt: Path, bus: EventBus) -> JobEndpoint:
+    rt.mkdir()
+    control: Control[object] = Control(JOB, bus)  # type: ignore[type-var]
+    control.state = JobState.RUNNING
+    ep = JobEndpoint(JOB, bus, control, rt)
+    assert await ep.open()
+    return ep
+
+
 def test_which_events_are_routine() -> None:
     stuck = MutationInfo(database="d", table="t", mutation_id="m", command="c", create_time="", age_s=1.0,
                          parts_to_do=1, latest_fail_reason="Too many mutations")
@@ -45,12 +54,8 @@ async def test_routine_events_share_a_write_and_a_state_change_goes_at_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(endpoint_module, "ROUTINE_EVERY_S", 5.0)  # longer than the test: only the state flushes
     rt = tmp_path / "rt"
-    rt.mkdir()
     bus = EventBus()
-    control: Control[object] = Control(JOB, bus)  # type: ignore[type-var]
-    control.state = JobState.RUNNING
-    ep = JobEndpoint(JOB, bus, control, rt)
-    assert await ep.open()
+    ep = await _serving(rt, bus)
     writes: list[int] = []  # events per write, after the hello and snapshot
     original = ep._send
 
@@ -83,12 +88,8 @@ async def test_a_lone_routine_event_is_not_held_longer_than_the_interval(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(endpoint_module, "ROUTINE_EVERY_S", 0.3)
     rt = tmp_path / "rt"
-    rt.mkdir()
     bus = EventBus()
-    control: Control[object] = Control(JOB, bus)  # type: ignore[type-var]
-    control.state = JobState.RUNNING
-    ep = JobEndpoint(JOB, bus, control, rt)
-    assert await ep.open()
+    ep = await _serving(rt, bus)
     try:
         async with connect(rt, JOB) as client:
             bus.publish(_checkpoint(7))

@@ -11,6 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 from textual.app import App, ComposeResult
+from textual.widget import Widget
 
 from console.tui.app import OpsConsoleApp
 from console.tui.job_screen import LINES_EVERY_S, EventsArrived, JobScreen
@@ -48,6 +49,40 @@ def _app(tmp_path: Path) -> OpsConsoleApp:
     settings = load_settings(runtime_dir=tmp_path / "rt")
     session = JobSession.remote(JOB, settings.runtime, live_model_for(JOB, {}), JobState.RUNNING, settings=settings)
     return OpsConsoleApp(settings, session=session, gates_interval=None)
+
+
+def _watching_app(tmp_path: Path) -> tuple[OpsConsoleApp, JobSession]:
+    """A console watching events published on a bus here (no job, no socket)."""
+    settings = load_settings(runtime_dir=tmp_path / "rt")
+    session = JobSession.attach(JOB, settings=settings)
+    return OpsConsoleApp(settings, session=session, gates_interval=None), session
+
+
+def _record_handovers(screen: JobScreen, monkeypatch: pytest.MonkeyPatch) -> list[list[object]]:
+    """The events of each EventsArrived message the pump hands to the screen, as they are posted."""
+    posted: list[list[object]] = []
+    original = screen.post_message
+
+    def post(message: object) -> bool:
+        if isinstance(message, EventsArrived):
+            posted.append(list(message.events))
+        return original(message)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(screen, "post_message", post)
+    return posted
+
+
+def _count_refreshes(widget: Widget) -> list[int]:
+    """One entry per `refresh()` of `widget` from now on (a repaint it asks for)."""
+    refreshes: list[int] = []
+    original = widget.refresh
+
+    def counted(*args: object, **kwargs: object) -> object:
+        refreshes.append(1)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    widget.refresh = counted  # type: ignore[method-assign]
+    return refreshes
 
 
 async def test_progress_alone_waits_for_the_tick(tmp_path: Path) -> None:
@@ -103,21 +138,11 @@ async def test_routine_events_reach_the_screen_together_and_a_state_change_at_on
     """A Step D batch reports a checkpoint or two and its progress moments apart: the screen gets
     them as one message every QUIET_EVENTS_EVERY_S, not one message each, and loses none; a state
     change is handed over at once, with what was held before it."""
-    settings = load_settings(runtime_dir=tmp_path / "rt")
-    session = JobSession.attach(JOB, settings=settings)
-    app = OpsConsoleApp(settings, session=session, gates_interval=None)
+    app, session = _watching_app(tmp_path)
     async with app.run_test(size=(160, 48)):
         screen = app.screen
         assert isinstance(screen, JobScreen)
-        posted: list[list[object]] = []
-        original = screen.post_message
-
-        def post(message: object) -> bool:
-            if isinstance(message, EventsArrived):
-                posted.append(list(message.events))
-            return original(message)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(screen, "post_message", post)
+        posted = _record_handovers(screen, monkeypatch)
         session.bus.publish(_progress("D", 1))  # a new step: at once
         await screen.wait_for(lambda v: "D" in v.steps)
         posted.clear()
@@ -146,14 +171,7 @@ async def test_the_progress_bar_does_not_repaint_itself() -> None:
         for done in range(10, 80, 10):  # a job making progress: the bar has a rate, hence an ETA
             bar.update(total=1000, progress=done)
             await pilot.pause(0.3)
-        refreshes = []
-        monkeypatch_refresh = bar.refresh
-
-        def counted(*args: object, **kwargs: object) -> object:
-            refreshes.append(1)
-            return monkeypatch_refresh(*args, **kwargs)  # type: ignore[arg-type]
-
-        bar.refresh = counted  # type: ignore[method-assign]
+        refreshes = _count_refreshes(bar)
         await pilot.pause(1.3)  # past Textual's one-second ETA timer
         assert refreshes == []
         bar.update(progress=410)
@@ -169,14 +187,7 @@ async def test_an_unchanged_border_title_is_not_repainted() -> None:
     async with app.run_test():
         panel = app.query_one("#gates", GatesPanel)
         set_border_text(panel, subtitle="as of 12:00:00")
-        refreshes = []
-        original = panel.refresh
-
-        def counted(*args: object, **kwargs: object) -> object:
-            refreshes.append(1)
-            return original(*args, **kwargs)  # type: ignore[arg-type]
-
-        panel.refresh = counted  # type: ignore[method-assign]
+        refreshes = _count_refreshes(panel)
         set_border_text(panel, subtitle="as of 12:00:00")
         assert refreshes == []
         set_border_text(panel, subtitle="as of 12:00:01")
@@ -211,9 +222,7 @@ async def test_the_footer_redraws_only_when_its_keys_change(tmp_path: Path) -> N
     """Every state change refreshes the bindings; Textual's Footer remounted a widget per key each
     time (~30 ms, and garbage for the full collections), also for PAUSING → PAUSED, which shows
     the same keys. Ours redraws one line, and only when the keys it shows change."""
-    settings = load_settings(runtime_dir=tmp_path / "rt")
-    session = JobSession.attach(JOB, settings=settings)
-    app = OpsConsoleApp(settings, session=session, gates_interval=None)
+    app, _session = _watching_app(tmp_path)
     async with app.run_test(size=(160, 48)) as pilot:
         screen = app.screen
         assert isinstance(screen, JobScreen)
@@ -222,14 +231,7 @@ async def test_the_footer_redraws_only_when_its_keys_change(tmp_path: Path) -> N
         await pilot.pause(0.1)
         footer = screen.query_one(KeysFooter)
         assert not footer.children  # one line of text, no widget per key
-        redrawn: list[int] = []
-        original = footer.refresh
-
-        def counted(*args: object, **kwargs: object) -> object:
-            redrawn.append(1)
-            return original(*args, **kwargs)  # type: ignore[arg-type]
-
-        footer.refresh = counted  # type: ignore[method-assign]
+        redrawn = _count_refreshes(footer)
         for _ in range(3):  # the same keys apply
             screen.refresh_bindings()
             await pilot.pause(0.05)
@@ -246,21 +248,11 @@ async def test_a_flood_of_shown_lines_reaches_the_screen_once_per_line_flush(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The log widgets take new lines every LINES_EVERY_S: lines arriving in between are handed
     to the screen together, just before that flush, not one message per socket read."""
-    settings = load_settings(runtime_dir=tmp_path / "rt")
-    session = JobSession.attach(JOB, settings=settings)
-    app = OpsConsoleApp(settings, session=session, gates_interval=None)
+    app, session = _watching_app(tmp_path)
     async with app.run_test(size=(160, 48)):
         screen = app.screen
         assert isinstance(screen, JobScreen)
-        posted: list[int] = []
-        original = screen.post_message
-
-        def post(message: object) -> bool:
-            if isinstance(message, EventsArrived):
-                posted.append(len(message.events))
-            return original(message)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(screen, "post_message", post)
+        posted = _record_handovers(screen, monkeypatch)
         started = time.monotonic()
         for burst in range(100):  # a socket read every 4 ms, two lines each
             for i in range(2):
@@ -269,6 +261,6 @@ async def test_a_flood_of_shown_lines_reaches_the_screen_once_per_line_flush(
         session.bus.publish(StateChanged(job=JOB, state=JobState.PAUSED))
         await screen.wait_for(lambda v: v.state is JobState.PAUSED)
         elapsed = time.monotonic() - started
-        assert sum(posted) == 201  # every line, and the state
+        assert sum(len(batch) for batch in posted) == 201  # every line, and the state
         reads = 100
         assert len(posted) < reads * 3 / 4, (len(posted), elapsed)  # one message per read would be 100
