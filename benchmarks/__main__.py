@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import scratch
 from benchmarks.machine import machine_line
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,8 +69,12 @@ def resume_latency(runtime: Path) -> tuple[float, float]:
 
 
 def enrichment(scale: str, classic_batches: int, repeat: int = 3) -> list[tuple[str, str, str]]:
+    with scratch("opsbench-") as runtime:
+        return _enrichment(runtime, scale, classic_batches, repeat)
+
+
+def _enrichment(runtime: Path, scale: str, classic_batches: int, repeat: int) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
-    runtime = Path(tempfile.mkdtemp(prefix="opsbench-"))
     prep = task("prepare", runtime, "--scale", scale)
     rows.append(("demo data", f"{prep['trades']:,} trades, {prep['pairs']:,} pairs, {prep['wallets']:,} wallets, "
                  f"{prep['markets']:,} markets in {prep['seconds']:.1f} s", "generated in seconds"))

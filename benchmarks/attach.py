@@ -666,9 +666,15 @@ def ratio_rows(runtime: Path, scale: str, repeat: int, kinds: list[str]) -> list
 
 # --- the orchestrator --------------------------------------------------------------------------
 def main(args: argparse.Namespace) -> None:
+    from benchmarks import scratch
+
+    with scratch("opsbench-attach-") as root:
+        _main(args, root)
+
+
+def _main(args: argparse.Namespace, root: Path) -> None:
     from engine.settings import load_settings
 
-    root = Path(tempfile.mkdtemp(prefix="opsbench-attach-"))
     runtime = root / "rt"
     print(f"attach benchmarks, {args.scale} scale; {_load()}", flush=True)
     prep = subprocess.run([sys.executable, "-m", "benchmarks.enrichment", "prepare", "--runtime", str(runtime),

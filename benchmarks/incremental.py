@@ -20,7 +20,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -250,8 +249,14 @@ def whole_process_step_d(runtime: Path, batch_size: int = 300) -> dict[str, Any]
 
 
 def _one_scale(scale: str, first: bool) -> tuple[list[tuple[str, str, str]], dict[str, Any]]:
+    from benchmarks import scratch
+
+    with scratch(f"opsbench-incr-{scale}-") as runtime:
+        return _one_scale_in(runtime, scale, first)
+
+
+def _one_scale_in(runtime: Path, scale: str, first: bool) -> tuple[list[tuple[str, str, str]], dict[str, Any]]:
     rows: list[tuple[str, str, str]] = []
-    runtime = Path(tempfile.mkdtemp(prefix=f"opsbench-incr-{scale}-"))
     print(f"  [{scale}] {load()}", flush=True)
     prep = _task("benchmarks.enrichment", "prepare", runtime, "--scale", scale)
     held = _task("benchmarks.incremental", "hold", runtime)
