@@ -59,6 +59,23 @@ def parse_steps(text: str | list[str] | tuple[str, ...]) -> list[str]:
     return [s for s in STEP_ORDER if s in out]
 
 
+class _OpenStore:
+    """The job's ClickHouse once it is open; socket reads asked before then wait for it."""
+
+    def __init__(self) -> None:
+        self._ready = anyio.Event()
+        self._ch: ClickHouse | None = None
+
+    def set(self, ch: ClickHouse) -> None:
+        self._ch = ch
+        self._ready.set()
+
+    async def get(self) -> ClickHouse:
+        await self._ready.wait()
+        assert self._ch is not None
+        return self._ch
+
+
 class EnrichmentJob:
     name = JOB_NAME
     panels: tuple[str, ...] = ("steps", "gates", "mutations")
@@ -139,8 +156,12 @@ class EnrichmentJob:
             raise BadInput(f"invalid Step D setting: {problems}") from None
 
     async def run(self, ctx: JobContext) -> None:
+        # Offered before the store is open: `opsconsole gates` asked while the job starts waits
+        # for the store instead of hearing that this job offers no gates.
+        store = _OpenStore()
+        self._offer_reads(ctx, store)
         ch: ClickHouse = ctx.resources.get("ch") or await aopen_clickhouse(ctx.settings)
-        self._offer_reads(ctx, ch)
+        store.set(ch)
         if self.demo is not None:
             await self._demo(ctx, ch)
         remote = None
@@ -180,22 +201,24 @@ class EnrichmentJob:
         except OSError as exc:  # the run's work is done; a missing artifact is reported, not fatal
             ctx.log(f"could not write --summary-path {self.summary_path}: {exc}", level="ERROR")
 
-    def _offer_reads(self, ctx: JobContext, ch: ClickHouse) -> None:
+    def _offer_reads(self, ctx: JobContext, store: _OpenStore) -> None:
         """Answer gates and mutation reads on the job socket: with embedded chDB this process is
         the only one that can open the data, so `opsconsole gates`, `mutations` and every attached
         console ask it. They run in worker threads, beside the batches (the chDB handle takes one
-        statement at a time)."""
+        statement at a time), once the store is open."""
         from engine.enrichment.mutations import pending_mutations
 
         async def gates(args: dict[str, Any]) -> Any:
+            ch = await store.get()
             return await anyio.to_thread.run_sync(compute_and_save, ch, ctx.settings.runtime)
 
         async def refresh_gates(args: dict[str, Any]) -> Any:
-            result = await anyio.to_thread.run_sync(compute_and_save, ch, ctx.settings.runtime)
+            result = await gates(args)
             ctx.emit(GatesReported(job=ctx.name, gates=tuple(result)))  # every console sees them
             return result
 
         async def mutations(args: dict[str, Any]) -> Any:
+            ch = await store.get()
             return await anyio.to_thread.run_sync(pending_mutations, ch)
 
         ctx.register_query("gates", gates)
