@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-import pytest
 
 from console.commands.owner import ask_running_jobs
 from engine.bus import EventBus
