@@ -174,35 +174,57 @@ FROM $db.wallet_resolution_outcomes
 GROUP BY wallet_address
 """
 
-# Step D's frozen work list: every (wallet, condition) pair of trades_raw, in key order.
+# Step D's frozen work list: every (wallet, condition) pair of trades_raw, in key order, with the
+# sums its P&L needs. A pair's P&L is Σ s·shares·(p[outcome] − price) − fee over its trades, which
+# is exactly p_yes·a_yes + p_no·a_no − cost (Decimal arithmetic: the sums lose nothing), so a batch
+# computes its pairs' P&L from these rows without reading trades_raw.
 STEP_D_WORKLIST = """
 CREATE TABLE IF NOT EXISTS $db.step_d_worklist (
     wallet_address String,
     condition_id   String,
-    n_trades       UInt32,         -- rows of trades_raw in the pair: progress shows rows written
-    h              UInt64          -- the pair's share of the trades fingerprint (see sql.py)
+    n_trades       UInt32,          -- rows of trades_raw in the pair: progress shows rows written
+    h              UInt64,          -- the pair's share of the trades fingerprint (see sql.py)
+    a_yes          Decimal(38, 6),  -- Σ s·shares over its outcome-0 trades (s = +1 BUY, −1 SELL)
+    a_no           Decimal(38, 6),  -- the same over its other trades
+    cost           Decimal(38, 12)  -- Σ s·shares·price + fee_usd
 ) ENGINE = MergeTree
 ORDER BY (wallet_address, condition_id)
 """
 
-# Which inputs the work list was frozen from (one row; replaced when a fresh run starts).
+# Which inputs the work list was frozen from (one row; replaced when a fresh run starts). `layout`
+# 2: the work list carries the P&L sums (a list frozen by an older build is frozen again).
 STEP_D_META = """
 CREATE TABLE IF NOT EXISTS $db.step_d_meta (
     fingerprint String,
     pairs_total UInt64,
-    created_at  DateTime64(3, 'UTC') DEFAULT now64(3)
+    created_at  DateTime64(3, 'UTC') DEFAULT now64(3),
+    layout      UInt8 DEFAULT 1
 ) ENGINE = MergeTree
 ORDER BY tuple()
 """
 
+# Step D's batches: each pair's P&L as the run computed it, one row per pair of the work list done
+# so far (a batch re-run after a crash writes the same rows again: the engine keeps one). Emptied
+# when a work list is frozen. The trades' own P&L is written from the same inputs in one statement
+# once every batch is done, and checked against these sums.
+STEP_D_PAIR_PNL = """
+CREATE TABLE IF NOT EXISTS $db.step_d_pair_pnl (
+    wallet_address   String,
+    condition_id     String,
+    realized_pnl_usd Nullable(Decimal(38, 12)),
+    is_resolved      UInt8
+) ENGINE = ReplacingMergeTree
+ORDER BY (wallet_address, condition_id)
+"""
+
 DDL = [
     TRADES_RAW, MARKETS_DIM, EVENTS_DIM, MARKET_RESOLUTIONS, RESOLUTION_REJECTS,
-    WALLET_RESOLUTION_OUTCOMES, WALLET_ACCURACY, STEP_D_WORKLIST, STEP_D_META,
+    WALLET_RESOLUTION_OUTCOMES, WALLET_ACCURACY, STEP_D_WORKLIST, STEP_D_META, STEP_D_PAIR_PNL,
 ]
 
 ALL_TABLES = (
     "trades_raw", "markets_dim", "events_dim", "market_resolutions", "resolution_rejects",
-    "wallet_resolution_outcomes", "step_d_worklist", "step_d_meta",
+    "wallet_resolution_outcomes", "step_d_worklist", "step_d_meta", "step_d_pair_pnl",
 )
 
 
@@ -210,6 +232,10 @@ ALL_TABLES = (
 UPGRADES = [
     ("step_d_worklist", "n_trades", "UInt32"),
     ("step_d_worklist", "h", "UInt64"),
+    ("step_d_worklist", "a_yes", "Decimal(38, 6)"),
+    ("step_d_worklist", "a_no", "Decimal(38, 6)"),
+    ("step_d_worklist", "cost", "Decimal(38, 12)"),
+    ("step_d_meta", "layout", "UInt8 DEFAULT 1"),
     # Older parts compute it when read (the same value) until a merge writes it.
     ("trades_raw", "trade_hash", f"UInt64 MATERIALIZED {TRADE_HASH}"),
     # '' = every pair of the wallet (how an older build marked it).
@@ -277,6 +303,9 @@ CREATE TABLE IF NOT EXISTS $db.step_d_pairs_now (
     condition_id   String,
     n_trades       UInt64,
     h              UInt64,
+    a_yes          Decimal(38, 6),  -- the P&L sums, as in step_d_worklist
+    a_no           Decimal(38, 6),
+    cost           Decimal(38, 12),
     reason         LowCardinality(String),
     pairs          UInt64
 ) ENGINE = MergeTree

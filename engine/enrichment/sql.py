@@ -234,19 +234,25 @@ FROM ({VALID_RESOLUTIONS})
 """
 
 WORKLIST_CLEAR = "TRUNCATE TABLE $db.step_d_worklist"
+# A pair's P&L sums (schema.STEP_D_WORKLIST): the signed shares per outcome, and what the trades
+# cost. The outcome split matches pnl_expressions: outcome 0 is paid p_yes, any other p_no.
+_SIGNED_SHARES = "if(side = 'BUY', 1, -1) * toDecimal128(shares, 6)"
+PAIR_SUMS = (f"sumIf({_SIGNED_SHARES}, outcome_index = 0) AS a_yes, sumIf({_SIGNED_SHARES}, outcome_index != 0) AS a_no, "
+             f"sum({_SIGNED_SHARES} * price + fee_usd) AS cost")
 # The build also sums each pair's trade hashes: a wrapping sum is associative, so the work list
 # then yields exactly FINGERPRINT_TRADES (count, hash) without a second scan of trades_raw.
 WORKLIST_BUILD = f"""
-INSERT INTO $db.step_d_worklist (wallet_address, condition_id, n_trades, h)
-SELECT wallet_address, condition_id, toUInt32(count()), sumWithOverflow({_TRADE_HASH})
+INSERT INTO $db.step_d_worklist (wallet_address, condition_id, n_trades, h, a_yes, a_no, cost)
+SELECT wallet_address, condition_id, toUInt32(count()), sumWithOverflow({_TRADE_HASH}), {PAIR_SUMS}
 FROM $db.trades_raw
 GROUP BY wallet_address, condition_id
 ORDER BY wallet_address, condition_id
 """
 WORKLIST_FINGERPRINT = "SELECT sum(n_trades) AS n, sumWithOverflow(h) AS h FROM $db.step_d_worklist"
 META_CLEAR = "TRUNCATE TABLE $db.step_d_meta"
-META_WRITE = "INSERT INTO $db.step_d_meta (fingerprint, pairs_total) VALUES ({fp:String}, {total:UInt64})"
-META_READ = "SELECT fingerprint, pairs_total FROM $db.step_d_meta ORDER BY created_at DESC LIMIT 1"
+WORKLIST_LAYOUT = 2  # schema.STEP_D_META: the work list carries the P&L sums
+META_WRITE = f"INSERT INTO $db.step_d_meta (fingerprint, pairs_total, layout) VALUES ({{fp:String}}, {{total:UInt64}}, {WORKLIST_LAYOUT})"
+META_READ = "SELECT fingerprint, pairs_total, layout FROM $db.step_d_meta ORDER BY created_at DESC LIMIT 1"
 WORKLIST_COUNT = "SELECT count() FROM $db.step_d_worklist"
 
 # The pair at a position of the stable order (hand-written runbook checkpoints give only a count).
@@ -336,6 +342,41 @@ def batch_range_where(has_cursor: bool) -> str:
         if has_cursor else ""
     )
     return lower + "wallet_address <= {lw:String} AND (wallet_address, condition_id) <= ({lw:String}, {lc:String})"
+
+
+# A batch: the P&L of the work list's pairs in one key range, from their sums (no trades_raw read).
+PAIR_PNL_CLEAR = "TRUNCATE TABLE $db.step_d_pair_pnl"
+
+
+def pair_pnl_batch_sql(database: str, has_cursor: bool) -> str:
+    ident(database)
+    table = f"'{database}.step_d_payouts'"
+    ok = f"joinGet({table}, 'ok', condition_id)"
+    pnl = (f"if({ok} = 1, CAST(joinGet({table}, 'p_yes', condition_id) * a_yes + joinGet({table}, 'p_no', condition_id) * a_no "
+           "- cost AS Nullable(Decimal(38, 12))), CAST(NULL AS Nullable(Decimal(38, 12))))")
+    return f"""
+INSERT INTO $db.step_d_pair_pnl (wallet_address, condition_id, realized_pnl_usd, is_resolved)
+SELECT wallet_address, condition_id, {pnl}, toUInt8({ok})
+FROM $db.step_d_worklist
+WHERE {batch_range_where(has_cursor)}
+"""
+
+
+def pnl_agreement_sql(database: str, has_cursor: bool, incremental: bool) -> str:
+    """Over the work list's pairs in one key range, once the trades' P&L is written: (the batches'
+    P&L, the trades' P&L, trades of resolved pairs, trades marked resolved). Each pair must equal."""
+    ident(database)
+    where = batch_range_where(has_cursor)
+    only = (f" AND (wallet_address, condition_id) IN (SELECT wallet_address, condition_id FROM $db.step_d_worklist WHERE {where})"
+            if incremental else "")
+    return f"""
+SELECT p.pnl, t.pnl, w.resolved, t.resolved FROM
+    (SELECT sum(ifNull(realized_pnl_usd, 0)) AS pnl FROM $db.step_d_pair_pnl FINAL WHERE {where}) AS p,
+    (SELECT sumIf(n_trades, joinGet('{database}.step_d_payouts', 'ok', condition_id) = 1) AS resolved
+     FROM $db.step_d_worklist WHERE {where}) AS w,
+    (SELECT sum(ifNull(realized_pnl_usd, 0)) AS pnl, countIf(is_resolved = 1) AS resolved
+     FROM $db.trades_raw WHERE {where}{only}) AS t
+"""
 
 
 def batch_update_sql(database: str, strategy: str, has_cursor: bool) -> str:
@@ -493,12 +534,13 @@ def pairs_now_build_sql(database: str) -> str:
     table = f"'{database}.step_d_payouts'"
     ok = f"joinGet({table}, 'ok', c.condition_id)"
     return f"""
-INSERT INTO $db.step_d_pairs_now (wallet_address, condition_id, n_trades, h, reason, pairs)
+INSERT INTO $db.step_d_pairs_now (wallet_address, condition_id, n_trades, h, a_yes, a_no, cost, reason, pairs)
 SELECT if(reason = '', '', w) AS wallet_address, if(reason = '', '', cond) AS condition_id,
-       sum(n) AS n_trades, sumWithOverflow(hash) AS h, reason, count() AS pairs
+       sum(n) AS n_trades, sumWithOverflow(hash) AS h, sum(ay), sum(an), sum(ct), reason, count() AS pairs
 FROM (
     SELECT ifNull(c.wallet_address, s.wallet_address) AS w, ifNull(c.condition_id, s.condition_id) AS cond,
            ifNull(c.n, 0) AS n, ifNull(c.h, 0) AS hash,
+           ifNull(c.a_yes, 0) AS ay, ifNull(c.a_no, 0) AS an, ifNull(c.cost, 0) AS ct,
            multiIf(c.n IS NULL, 'vanished',
                    s.h IS NULL OR s.n_trades != c.n OR s.h != c.h, 'new_trades',
                    s.resolved = 0 AND {ok} = 1, 'newly_resolved',
@@ -507,7 +549,7 @@ FROM (
                    ({ok} = 1 AND c.unpriced > 0) OR ({ok} = 0 AND c.priced > 0), 'reset',
                    '') AS reason
     FROM (
-        SELECT wallet_address, condition_id, toUInt32(count()) AS n, sumWithOverflow({_TRADE_HASH}) AS h,
+        SELECT wallet_address, condition_id, toUInt32(count()) AS n, sumWithOverflow({_TRADE_HASH}) AS h, {PAIR_SUMS},
                countIf(realized_pnl_usd IS NULL OR is_resolved = 0) AS unpriced,
                countIf(realized_pnl_usd IS NOT NULL OR is_resolved != 0) AS priced
         FROM $db.trades_raw
@@ -524,8 +566,8 @@ SETTINGS join_use_nulls = 1
 
 VANISHED = "vanished"
 WORKLIST_FROM_AFFECTED = """
-INSERT INTO $db.step_d_worklist (wallet_address, condition_id, n_trades, h)
-SELECT wallet_address, condition_id, toUInt32(n_trades), h FROM $db.step_d_pairs_now
+INSERT INTO $db.step_d_worklist (wallet_address, condition_id, n_trades, h, a_yes, a_no, cost)
+SELECT wallet_address, condition_id, toUInt32(n_trades), h, a_yes, a_no, cost FROM $db.step_d_pairs_now
 WHERE reason NOT IN ('', 'vanished')
 ORDER BY wallet_address, condition_id
 """

@@ -3,9 +3,15 @@
 * The work list is frozen once per run (every pair of trades_raw, sorted by key) together with a
   fingerprint of the inputs (trades and valid resolutions), so "the next 300 pairs" means the same
   pairs on every run.
-* A batch is the next `batch_size` pairs after the cursor (the last pair done). Its P&L is computed
-  set-based by ONE statement over that key range, writing absolute values: re-running a batch after a
-  crash writes the same bits.
+* A batch is the next `batch_size` pairs after the cursor (the last pair done). ONE statement computes
+  their P&L from the work list's per-pair sums and appends it to `step_d_pair_pnl`: absolute values,
+  so re-running a batch after a crash writes the same rows again.
+* Once every batch is done, the trades' own P&L is written into trades_raw by ONE set-based statement
+  over the run's key range (a classic mutation by default, STEP_D_WRITE_STRATEGY), then checked
+  against the batches' sums. One statement per batch into trades_raw cost 22–29 ms each at seed
+  scale, two thirds of a whole run; the appends cost a few ms, and the trades' write about as much as
+  the one-statement P&L itself. Until that write, trades_raw keeps its previous P&L (gate pnl_nulls
+  and the value-conservation gate show Step D's effect at the end, not batch by batch).
 * After every batch: the checkpoint (cursor + runbook fields) to the local file, atomically, then to
   Postgres (failures shown and retried, never blocking) — engine.enrichment.checkpoint_writer. Stop
   and pause only happen between batches.
@@ -20,6 +26,8 @@
 Crash points (engine.crashpoints; OPSCONSOLE_CRASH_AT=name[:N], tests only — one environment lookup
 when unset). Batch N's checkpoint is saved in the background while batch N+1 is written, so each
 point is placed where its name holds no matter how that overlap falls:
+* `before_trades_write` — every batch is written and its checkpoint saved (pairs_done = total, status
+  running); the trades' P&L write has not started.
 * `before_batch_write` — the next batch is taken, nothing of it written; the previous batch's
   checkpoint may still be in flight (on disk: that checkpoint or the one before it).
 * `after_write_before_local_checkpoint` — the batch's rows are written; its checkpoint is not even
@@ -87,6 +95,7 @@ def freeze_worklist(ch: ClickHouse, fingerprint: str | None = None) -> tuple[int
     taken from the work list itself, equal to `input_fingerprint` and one full scan cheaper."""
     ch.command(sql.META_CLEAR)
     ch.command(sql.WORKLIST_CLEAR)
+    ch.command(sql.PAIR_PNL_CLEAR)
     ch.command(sql.WORKLIST_BUILD)
     ch.command(sql.DIRTY_MARK_ALL)  # every pair is rewritten: the next Step E rebuilds every wallet
     total = int(ch.scalar(sql.WORKLIST_COUNT))
@@ -97,8 +106,9 @@ def freeze_worklist(ch: ClickHouse, fingerprint: str | None = None) -> tuple[int
 
 
 def frozen_worklist(ch: ClickHouse) -> tuple[str, int] | None:
+    """(fingerprint, pairs) of the frozen work list; None when there is none this build can use."""
     rows = ch.query(sql.META_READ).rows
-    if not rows:
+    if not rows or int(rows[0][2]) != sql.WORKLIST_LAYOUT:
         return None
     fp, total = str(rows[0][0]), int(rows[0][1])
     return (fp, total) if int(ch.scalar(sql.WORKLIST_COUNT)) == total else None
@@ -118,6 +128,7 @@ def freeze_affected(ch: ClickHouse) -> tuple[int, str, dict[str, int], int]:
     fingerprint equals `input_fingerprint`, taken from the same scan."""
     ch.command(sql.META_CLEAR)
     ch.command(sql.WORKLIST_CLEAR)
+    ch.command(sql.PAIR_PNL_CLEAR)
     ch.command(sql.PAIRS_NOW_DROP)  # recreated in this build's shape (an older build's had no `pairs`)
     ch.command(STEP_D_PAIRS_NOW)
     ch.command(sql.pairs_now_build_sql(ch.database))
@@ -145,11 +156,30 @@ def _range_params(rng: KeyRange) -> dict[str, Any]:
     return params
 
 
-def write_affected_batch(ch: ClickHouse, strategy: str, rng: KeyRange) -> None:
-    """An incremental run's batch: the P&L of the work list's pairs inside the key range only."""
+def write_pair_pnl(ch: ClickHouse, rng: KeyRange) -> None:
+    """A batch: the P&L of the work list's pairs in the key range, from their sums."""
+    ch.command(sql.pair_pnl_batch_sql(ch.database, rng.after is not None), _range_params(rng))
+
+
+def write_affected_trades(ch: ClickHouse, strategy: str, rng: KeyRange) -> None:
+    """An incremental run's trades write: the P&L of the work list's pairs inside the key range only
+    (between two affected pairs lie unaffected ones, whose P&L stays as it is)."""
     statement = sql.incremental_batch_update_sql(ch.database, strategy, rng.after is not None)
     settings = {"allow_nondeterministic_mutations": 1} if strategy == "classic" else None  # joinGet, as in write_batch
     ch.command(statement, _range_params(rng), settings)
+
+
+def pnl_agreement(ch: ClickHouse, rng: KeyRange, incremental: bool) -> str:
+    """'' when the trades' P&L in the key range equals the batches' pair P&L (sum and resolved
+    trades), else what differs."""
+    statement = sql.pnl_agreement_sql(ch.database, rng.after is not None, incremental)
+    pairs_pnl, trades_pnl, should, marked = ch.query(statement, _range_params(rng)).rows[0]
+    problems = []
+    if pairs_pnl != trades_pnl:
+        problems.append(f"the trades' P&L sums to {trades_pnl}, the pairs' to {pairs_pnl}")
+    if int(should) != int(marked):
+        problems.append(f"{int(marked):,} trades are marked resolved, {int(should):,} should be")
+    return "; ".join(problems)
 
 
 def write_pair_state(ch: ClickHouse, rng: KeyRange) -> None:
@@ -257,12 +287,14 @@ class StepDResult:
     rows_written: int
     seconds: float
     write_strategy: str
-    # Applying the run's patch parts after the last batch (lightweight strategy); not part of
-    # `seconds`, which is the batch work the checkpoint describes. None when not applied.
+    # Applying the run's patch parts after the trades' write (lightweight strategy); not part of
+    # `seconds`, which is the work the checkpoint describes. None when not applied.
     patches_applied_s: float | None = None
     # full | incremental; for an incremental run, the affected pairs by reason (AFFECTED_REASONS).
     mode: str = "full"
     affected: dict[str, int] | None = None
+    # The trades' P&L write after the batches (part of `seconds`); None when the run stopped before it.
+    trades_write_s: float | None = None
 
 
 APPLYING_PATCHES = "applying this run's patch parts to trades_raw, so Step E and the gates read plain columns"
@@ -371,6 +403,7 @@ class StepD:
         self.affected: dict[str, int] | None = None
         # Pairs after this one get their bookkeeping at the end (None: all of them).
         self.bookkeeping_from: tuple[str, str] | None = None
+        self.pairs_before_bookkeeping = 0
         # The position: what is done.
         self.cursor: tuple[str, str] | None = None
         self.pairs_done = 0
@@ -379,6 +412,7 @@ class StepD:
         # This run's work.
         self.batches_run = 0
         self.rows_written = 0
+        self.trades_write_s: float | None = None
 
     async def run(self, *, resume: bool, write_strategy: str, full: bool = False) -> StepDResult:
         ctx, ch = self.ctx, self.ch
@@ -492,12 +526,17 @@ class StepD:
         else:
             ctx.log("freezing the work list of (wallet, condition) pairs" + ("" if fingerprint else ", fingerprinting inputs"), step="D")
             self.total, fingerprint = await _t(freeze_worklist, ch, fingerprint)
+            frozen = None
         assert fingerprint is not None  # resumed: computed before; fresh: from the work list
         self.fingerprint = fingerprint
         conditions = await _t(freeze_payouts, ch)
         self.strategy = await _t(resolve_strategy, ch, write_strategy)
         if cp is not None:
             self.cursor, self.pairs_done = await _start_position(ctx, ch, cp, fingerprint, self.total, where)
+            if frozen is None and self.cursor is not None:
+                # Frozen again (by an older build, or gone): the pairs before the cursor get their
+                # pair P&L again, in one statement, so the check after the trades' write covers them.
+                await _t(write_pair_pnl, ch, KeyRange(None, self.cursor))
             self.batch_idx = cp.batch_idx
             self.last_mutations = cp.last_mutations
             ctx.log(f"resuming after pair {self.pairs_done:,} of {self.total:,} (batch_idx {self.batch_idx})"
@@ -506,6 +545,7 @@ class StepD:
                 # The pairs before the cursor were computed from inputs nobody can vouch for: no
                 # bookkeeping for them, so the next incremental run recomputes them.
                 self.bookkeeping_from = self.cursor
+                self.pairs_before_bookkeeping = self.pairs_done
         ctx.log(f"{self.total:,} pairs, {conditions:,} resolved conditions, write strategy {self.strategy}", step="D")
 
     def _checkpoint(self, status: str = "running") -> StepDCheckpoint:
@@ -530,12 +570,12 @@ class StepD:
 
     def _result(self, status: str, seconds: float, applied: float | None = None) -> StepDResult:
         return StepDResult(status, self.pairs_done, self.total, self.batches_run, self.rows_written, seconds,
-                           self.strategy, applied, self.mode, self.affected)
+                           self.strategy, applied, self.mode, self.affected, self.trades_write_s)
 
-    def _write(self, rng: KeyRange) -> None:
-        """One batch: its P&L, one statement. Blocking."""
+    def _write_trades(self, rng: KeyRange) -> None:
+        """The trades' P&L for the run's key range, one statement. Blocking."""
         if self.mode == "incremental":
-            write_affected_batch(self.ch, self.strategy, rng)
+            write_affected_trades(self.ch, self.strategy, rng)
         else:
             write_batch(self.ch, self.strategy, rng)
 
@@ -559,7 +599,7 @@ class StepD:
                 return None
             crash_point("before_batch_write")
             try:
-                await anyio.to_thread.run_sync(self._write, batch.range)
+                await _t(write_pair_pnl, ch, batch.range)
             except Exception as exc:
                 await writer.settle()  # the failure is reported with the newest checkpoint on disk
                 reason = f"{type(exc).__name__}: {exc}"
@@ -580,24 +620,52 @@ class StepD:
             await writer.save_next(self._checkpoint)
             self._report()
 
+    async def _write_and_check_trades(self) -> None:
+        """Every batch is done: the trades' P&L in one statement, waited for, then checked against
+        the pairs' P&L the batches computed from the same frozen inputs."""
+        ctx, ch = self.ctx, self.ch
+        assert self.cursor is not None
+        rng = KeyRange(self.bookkeeping_from, self.cursor)
+        how = "one classic mutation" if self.strategy == "classic" else "one lightweight UPDATE"
+        pairs = self.pairs_done - self.pairs_before_bookkeeping
+        ctx.log(f"every batch done: writing the trades' P&L of {pairs:,} pairs into trades_raw, {how}", step="D")
+        crash_point("before_trades_write")
+        started = time.monotonic()
+        try:
+            await _t(self._write_trades, rng)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            ctx.failure("the trades' P&L write", reason, retriable=True, step="D")
+            raise OpsError(f"Step D's trades write failed after every batch was done: {reason}",
+                           hint="fix the cause, then `opsconsole enrich --step D --resume` (only the write is repeated)") from None
+        # Complete only when every mutation has landed (classic mutations run asynchronously on a server).
+        self.last_mutations = await wait_mutations(ctx, ch, self.mutation_timeout_s)
+        self.trades_write_s = time.monotonic() - started
+        problem = await _t(pnl_agreement, ch, rng, self.mode == "incremental")
+        if problem:
+            ctx.failure("trades' P&L check", problem, retriable=True, step="D")
+            raise OpsError(f"Step D's trades' P&L does not match the pairs' P&L: {problem}",
+                           hint="did trades change while Step D ran? run `opsconsole enrich --step D` again")
+        ctx.log(f"trades' P&L written in {self.trades_write_s:.1f}s; it matches the pairs' P&L", step="D")
+
     async def _finish(self) -> StepDResult:
         ctx = self.ctx
-        # Complete only when every mutation has landed (classic mutations run asynchronously on a server).
-        self.last_mutations = await wait_mutations(ctx, self.ch, self.mutation_timeout_s)
         if self.cursor is not None and self.cursor != self.bookkeeping_from:
+            await self._write_and_check_trades()
             # The bookkeeping of every pair of the work list, in one statement, now that all their
             # P&L has landed (a resumed run's earlier batches included: a resume is refused unless
             # the inputs are the ones they were computed from). Only a run that gets here is
-            # trusted by the next incremental one, so bookkeeping per batch bought nothing but a
-            # second statement per batch.
+            # trusted by the next incremental one.
             await _t(write_pair_state, self.ch, KeyRange(self.bookkeeping_from, self.cursor))
+        else:
+            self.last_mutations = await wait_mutations(ctx, self.ch, self.mutation_timeout_s)
         await self.writer.save(self._checkpoint("done"), final=True)
         self._report()
         elapsed = time.monotonic() - self.started
         ctx.log(f"Step D done{' (incremental)' if self.mode == 'incremental' else ''}: {self.pairs_done:,} pairs, "
                 f"{self.rows_written:,} rows in {self.batches_run} batches, {elapsed:.1f}s", step="D")
         applied = None
-        if self.strategy == "lightweight" and self.batches_run and ctx.settings.apply_patches:
+        if self.strategy == "lightweight" and self.trades_write_s is not None and ctx.settings.apply_patches:
             applied = await apply_patches(ctx, self.ch, self.mutation_timeout_s)
         return self._result("done", elapsed, applied)
 

@@ -1,9 +1,12 @@
-"""How Step D writes a batch: lightweight `UPDATE` (patch parts) or classic `ALTER TABLE … UPDATE`.
+"""How Step D writes the trades' P&L once its batches are done: a classic `ALTER TABLE … UPDATE`
+(the default) or a lightweight `UPDATE` (patch parts, then applied).
 
-Both write the same absolute values for one key range of trades_raw in one statement. Lightweight
-updates need ClickHouse 25.7+ and the two block columns (the schema enables them); classic
-mutations work on any ClickHouse but are heavier and, on a server, asynchronous — Step D then waits
-for them every N batches.
+Both write the same absolute values for one key range of trades_raw in one statement. A classic
+mutation rewrites the two P&L columns of every part it touches, in place, and works on any
+ClickHouse (on a server it runs asynchronously and Step D waits for it). A lightweight update needs
+ClickHouse 25.7+ and the two block columns (the schema enables them) and writes patch parts, which
+Step D then applies. Measured on embedded chDB at seed scale (2.45M trades), for every pair: the
+classic mutation 0.92 s, the lightweight UPDATE 2.73 s plus 1.32 s to apply its patches.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ def resolve_strategy(ch: ClickHouse, requested: str) -> str:
     if requested not in STRATEGIES:
         raise BadInput(f"unknown write strategy {requested!r}: choose one of {', '.join(STRATEGIES)}")
     if requested == "auto":
-        return "lightweight" if ch.supports_lightweight_update() else "classic"
+        # Classic, except on a cluster: there a classic mutation is replayed by every replica, and
+        # the joinGet helper table exists only on the job's node (docs/scaling-out.md).
+        return "lightweight" if ch.cluster and ch.supports_lightweight_update() else "classic"
     if requested == "lightweight" and not ch.supports_lightweight_update():
         raise BadInput(
             "STEP_D_WRITE_STRATEGY=lightweight, but this ClickHouse does not support lightweight UPDATE",

@@ -39,6 +39,8 @@ def _expected_on_disk(point: str, nth: int) -> tuple[set[int], int | None]:
     if point == "during_mutation_wait":  # after batch nth*WAIT_EVERY is written
         k = nth * WAIT_EVERY
         return {(k - 2) * BATCH, (k - 1) * BATCH}, None
+    if point == "before_trades_write":  # every batch and checkpoint landed, both places; no trade written
+        return {206}, 206
     raise AssertionError(point)
 
 
@@ -58,6 +60,7 @@ def _resume_to_the_end(site: Site) -> list[str]:
     ("after_write_before_local_checkpoint", 6),
     ("between_local_and_remote_checkpoint", 6),
     ("during_mutation_wait", 2),
+    ("before_trades_write", 1),
 ])
 def test_sigkill_at_a_crash_point_then_resume_equals_an_uninterrupted_run(
     tmp_path: Path, pg_url: str, reference_small: dict[str, Any], point: str, nth: int

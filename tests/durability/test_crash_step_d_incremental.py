@@ -3,7 +3,7 @@ nearly every pair is affected), a plain `enrich --step D,E` SIGKILLs itself at a
 `--resume` until done ends with exactly the reference run's P&L and outcomes; the bookkeeping is
 then complete (the next plain run finds nothing affected). Every named crash point, as for a full
 run: before a batch's write, after it, between the local and the Postgres checkpoint, inside a
-mutation wait, and while a SIGTERM's stop is handled."""
+mutation wait, while a SIGTERM's stop is handled, and after the last batch before the trades' write."""
 
 from __future__ import annotations
 
@@ -54,6 +54,8 @@ def _expected_on_disk(point: str, nth: int, affected: int) -> tuple[set[int], in
     if point == "during_mutation_wait":  # after batch nth * WAIT_EVERY is written
         k = nth * WAIT_EVERY
         return {(k - 2) * BATCH, (k - 1) * BATCH}, None
+    if point == "before_trades_write":  # every batch and checkpoint landed, both places; no trade written
+        return {affected}, affected
     raise AssertionError(point)
 
 
@@ -84,6 +86,7 @@ def _resume_to_the_reference(site: Site, state: dict[str, Any], reference: dict[
     ("after_write_before_local_checkpoint", 4),
     ("between_local_and_remote_checkpoint", 4),
     ("during_mutation_wait", 2),
+    ("before_trades_write", 1),
 ])
 def test_sigkilled_incremental_run_resumes_to_the_reference(
     tmp_path: Path, pg_url: str, reference_small: dict[str, Any], point: str, nth: int

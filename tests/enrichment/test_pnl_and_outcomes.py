@@ -132,7 +132,7 @@ def test_unknown_demo_scale_is_bad_input(ch) -> None:
         generate_demo(ch, "huge")
 
 
-@pytest.mark.parametrize("strategy", ["auto", "classic"])
+@pytest.mark.parametrize("strategy", ["auto", "lightweight"])
 def test_same_results_on_both_clickhouse_backends(ch_backend, settings, strategy) -> None:
     """The same SQL through clickhouse-connect (HTTP server) and embedded chDB."""
     ch = ch_backend

@@ -24,7 +24,7 @@ def test_missing_tables_views_and_columns_are_created(ch):
 
     ensure_schema(ch)
 
-    assert _columns(ch, "step_d_worklist") == ["wallet_address", "condition_id", "n_trades", "h"]
+    assert _columns(ch, "step_d_worklist") == ["wallet_address", "condition_id", "n_trades", "h", "a_yes", "a_no", "cost"]
     assert ch.query("SELECT wallet_address, n_trades, h FROM $db.step_d_worklist").rows == [("0xw", 0, 0)]
     names = {str(r[0]) for r in ch.query("SELECT name FROM system.tables WHERE database = {d:String}",
                                           {"d": ch.database}).rows}

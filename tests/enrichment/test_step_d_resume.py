@@ -37,7 +37,8 @@ def test_stop_then_resume_gives_the_identical_table(settings, ch, resume_batch_s
     generate_demo(ch, "small", seed=3)
     reference = _uninterrupted(settings, ch)
     _reset_pnl(ch)
-    assert pnl_checksum(ch) != reference
+    reset = pnl_checksum(ch)
+    assert reset != reference
 
     first = EnrichmentJob(["D"], batch_size=23, remote_checkpoints=False, run_gates=False)
     outcome, rec = run_enrichment(first, settings, ch, on_event=_stop_after(3))
@@ -50,16 +51,13 @@ def test_stop_then_resume_gives_the_identical_table(settings, ch, resume_batch_s
     assert state["cursor"]["wallet_address"] and state["fingerprint"].startswith("fp2:sha256:")
     # a fresh run takes its fingerprint from the work-list build: it must equal the full-scan one
     assert state["fingerprint"] == input_fingerprint(ch)
-    # what the checkpoint says is done, is done; nothing after the cursor was touched
-    done_rows = ch.scalar(
-        "SELECT count() FROM $db.trades_raw WHERE (wallet_address, condition_id) <= ({w:String}, {c:String}) AND is_resolved = 1",
-        {"w": state["cursor"]["wallet_address"], "c": state["cursor"]["condition_id"]},
-    )
-    after_rows = ch.scalar(
-        "SELECT count() FROM $db.trades_raw WHERE (wallet_address, condition_id) > ({w:String}, {c:String}) AND is_resolved = 1",
-        {"w": state["cursor"]["wallet_address"], "c": state["cursor"]["condition_id"]},
-    )
-    assert done_rows > 0 and after_rows == 0
+    # what the checkpoint says is done, is done (the pairs' P&L); nothing after the cursor was
+    # touched, and the trades wait for the last batch
+    cursor = {"w": state["cursor"]["wallet_address"], "c": state["cursor"]["condition_id"]}
+    done = ch.scalar("SELECT count() FROM $db.step_d_pair_pnl FINAL WHERE (wallet_address, condition_id) <= ({w:String}, {c:String})", cursor)
+    after = ch.scalar("SELECT count() FROM $db.step_d_pair_pnl WHERE (wallet_address, condition_id) > ({w:String}, {c:String})", cursor)
+    assert done == state["pairs_done"] and after == 0
+    assert pnl_checksum(ch) == reset
 
     second = EnrichmentJob(["D"], resume=True, batch_size=resume_batch_size, remote_checkpoints=False, run_gates=False)
     outcome, rec = run_enrichment(second, settings, ch)
@@ -118,11 +116,13 @@ def test_hand_written_runbook_checkpoint_loads(settings, ch) -> None:
     """The runbook's recovery file has only batch_idx/pairs_done: the stable order gives the cursor."""
     generate_demo(ch, "small", seed=3)
     reference = _uninterrupted(settings, ch)
-    _reset_pnl(ch)
-    # pairs 0..59 really were done by an earlier run (batch size 30, 2 batches)
-    outcome, _ = run_enrichment(EnrichmentJob(["D"], batch_size=30, remote_checkpoints=False, run_gates=False),
-                                settings, ch, on_event=_stop_after(2))
-    assert outcome.state is JobState.STOPPED
+    # pairs 0..59 really were done by an earlier job (the old system): only the later pairs lost their P&L
+    sixtieth = ch.query("SELECT wallet_address, condition_id FROM $db.step_d_worklist ORDER BY wallet_address, condition_id "
+                        "LIMIT 1 OFFSET 59").rows[0]
+    ch.command("ALTER TABLE $db.trades_raw UPDATE realized_pnl_usd = NULL, is_resolved = 0 "
+               "WHERE (wallet_address, condition_id) > ({w:String}, {c:String})", {"w": sixtieth[0], "c": sixtieth[1]},
+               settings={"mutations_sync": 2})
+    assert pnl_checksum(ch) != reference
     state_path(settings.runtime).write_text(json.dumps({
         "job": "enrichment", "step": "D", "batch_idx": 2, "pairs_done": 60, "last_mutations": 0,
         "updated_at": "2025-10-28T12:00:00.000Z",
@@ -211,7 +211,7 @@ def test_pause_holds_at_a_batch_boundary_with_the_checkpoint_saved(settings, ch)
             # Paused: the file on disk already covers every pair written so far.
             state = json.loads(state_path(settings.runtime).read_text())
             done = ch.scalar("SELECT count() FROM $db.step_d_worklist WHERE (wallet_address, condition_id) <= "
-                             "(SELECT wallet_address, condition_id FROM $db.trades_raw WHERE is_resolved = 1 "
+                             "(SELECT wallet_address, condition_id FROM $db.step_d_pair_pnl "
                              "ORDER BY wallet_address DESC, condition_id DESC LIMIT 1)")
             seen["paused"] = True
             seen["state"] = state
