@@ -141,7 +141,7 @@ def stepd(ch: ClickHouse, args: argparse.Namespace, settings: Settings) -> dict[
         compute_gates(ch)
         gates_after = time.monotonic() - t
     return {
-        "patches_s": d.get("patches_applied_s"), "gates_after_s": gates_after,
+        "patches_s": d.get("patches_applied_s"), "gates_after_s": gates_after, "trades_write_s": d.get("trades_write_s"),
         "state": outcome.state.value, "seconds": d.get("seconds"), "batches": d.get("batches"),
         "pairs_done": d.get("pairs_done"), "pairs_total": d.get("pairs_total"), "rows": d.get("rows_written"),
         "strategy": d.get("write_strategy"), "mutations_submitted": mutations_submitted(ch) - submitted_before,
@@ -166,7 +166,7 @@ def main() -> None:
     ap.add_argument("--scale", default="seed")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--batch-size", type=int, default=300)
-    ap.add_argument("--strategy", default="lightweight")
+    ap.add_argument("--strategy", default="auto")
     ap.add_argument("--max-batches", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--time-gates", action="store_true", help="stepd: time the gates right after the run")

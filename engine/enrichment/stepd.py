@@ -495,7 +495,7 @@ class StepD:
         conditions = await _t(freeze_payouts, ch)
         self.total, self.fingerprint, self.affected, pairs = await _t(freeze_affected, ch)
         self.mode = "incremental"
-        self.strategy = await _t(resolve_strategy, ch, write_strategy)
+        self.strategy = await _t(resolve_strategy, ch, write_strategy, self.mode == "incremental")
         why = ", ".join(f"{n:,} {reason.replace('_', ' ')}" for reason, n in self.affected.items())
         ctx.log(f"{self.total:,} of {pairs:,} pairs affected ({why}); {conditions:,} resolved conditions, "
                 f"write strategy {self.strategy} — `--full` recomputes every pair", step="D")
@@ -530,7 +530,7 @@ class StepD:
         assert fingerprint is not None  # resumed: computed before; fresh: from the work list
         self.fingerprint = fingerprint
         conditions = await _t(freeze_payouts, ch)
-        self.strategy = await _t(resolve_strategy, ch, write_strategy)
+        self.strategy = await _t(resolve_strategy, ch, write_strategy, self.mode == "incremental")
         if cp is not None:
             self.cursor, self.pairs_done = await _start_position(ctx, ch, cp, fingerprint, self.total, where)
             if frozen is None and self.cursor is not None:

@@ -1,5 +1,5 @@
 """How Step D writes the trades' P&L once its batches are done: a classic `ALTER TABLE … UPDATE`
-(the default) or a lightweight `UPDATE` (patch parts, then applied).
+or a lightweight `UPDATE` (patch parts, then applied); `auto` picks per run (`resolve_strategy`).
 
 Both write the same absolute values for one key range of trades_raw in one statement. A classic
 mutation rewrites the two P&L columns of every part it touches, in place, and works on any
@@ -20,13 +20,16 @@ from engine.stores.clickhouse import ClickHouse
 STRATEGIES = ("auto", "lightweight", "classic")
 
 
-def resolve_strategy(ch: ClickHouse, requested: str) -> str:
+def resolve_strategy(ch: ClickHouse, requested: str, incremental: bool = False) -> str:
+    """The strategy `auto` stands for: classic for a full run; lightweight for an incremental one
+    (its few affected rows lie in every part, and a classic mutation rewrites every part it
+    touches) and on a cluster, wherever the server supports it."""
     if requested not in STRATEGIES:
         raise BadInput(f"unknown write strategy {requested!r}: choose one of {', '.join(STRATEGIES)}")
     if requested == "auto":
-        # Classic, except on a cluster: there a classic mutation is replayed by every replica, and
-        # the joinGet helper table exists only on the job's node (docs/scaling-out.md).
-        return "lightweight" if ch.cluster and ch.supports_lightweight_update() else "classic"
+        # On a cluster a classic mutation is replayed by every replica, and the joinGet helper
+        # table exists only on the job's node (docs/scaling-out.md).
+        return "lightweight" if (incremental or ch.cluster) and ch.supports_lightweight_update() else "classic"
     if requested == "lightweight" and not ch.supports_lightweight_update():
         raise BadInput(
             "STEP_D_WRITE_STRATEGY=lightweight, but this ClickHouse does not support lightweight UPDATE",

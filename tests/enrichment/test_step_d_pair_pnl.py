@@ -134,3 +134,19 @@ def test_a_work_list_frozen_by_an_older_build_is_frozen_again_on_resume(settings
     assert pnl_checksum(ch) == reference
     differing, _ = ch.query(PAIR_SUMS_EQUAL_TRADE_SUMS).rows[0]
     assert differing == 0
+
+
+def test_auto_writes_a_full_run_classically_and_an_incremental_one_with_patch_parts(settings, ch) -> None:
+    from engine.enrichment.writes import resolve_strategy
+
+    assert resolve_strategy(ch, "auto") == "classic"
+    assert resolve_strategy(ch, "auto", incremental=True) == "lightweight"  # chDB 26.9 has lightweight UPDATE
+    assert resolve_strategy(ch, "classic", incremental=True) == "classic"  # what the operator set wins
+    generate_demo(ch, "small", seed=8)
+    first, _ = run_enrichment(_job(), settings, ch)
+    ch.command("ALTER TABLE $db.trades_raw UPDATE realized_pnl_usd = NULL, is_resolved = 0 WHERE condition_id = "
+               "(SELECT min(condition_id) FROM $db.market_resolutions)", settings={"mutations_sync": 2})
+    job = _job()
+    second, _ = run_enrichment(job, settings, ch)
+    assert first.state is second.state is JobState.DONE
+    assert job.results["D"]["mode"] == "incremental" and job.results["D"]["write_strategy"] == "lightweight"
