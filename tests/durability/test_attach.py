@@ -41,7 +41,9 @@ def stepd(tmp_path: Path, pg_server: str) -> Any:
     assert out.returncode == 0, out.stderr[-3000:]
     proc = site.spawn("enrich", "--step", "D,E", "--full", "--batch-size", "1", "--no-ui", "--log-format", "plain")
     sock = site.runtime / f"{JOB}.sock"
-    wait_until(lambda: sock.exists() and site.pairs_done() > 0, proc, "Step D's first checkpoint")
+    # The demo's own Step D left a done checkpoint: wait for this run's first one.
+    wait_until(lambda: sock.exists() and (site.state() or {}).get("status") == "running" and site.pairs_done() > 0,
+               proc, "Step D's first checkpoint")
     yield site, proc
     if proc.poll() is None:
         proc.kill()
