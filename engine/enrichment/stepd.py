@@ -34,8 +34,8 @@ point is placed where its name holds no matter how that overlap falls:
   started (on disk: the previous batch's checkpoint or the one before it).
 * `between_local_and_remote_checkpoint` — the mirror task is about to write checkpoint N to Postgres:
   the local file holds N (or, the loop having moved on, a newer one); Postgres still holds N-1.
-* `during_mutation_wait` — inside the mutation wait, after a poll (every `mutation_wait_every`
-  batches and once at the end), before the batch's checkpoint is started.
+* `during_mutation_wait` — inside the mutation wait, after a poll: every `mutation_wait_every`
+  batches (before the batch's checkpoint is started), and before and after the trades' write.
 * `during_stop_handling` — a stop was requested, the last checkpoint has landed locally and the loop
   is leaving at a batch boundary: before the mirror is drained, the final mirror retry and the exit.
 """
@@ -631,6 +631,9 @@ class StepD:
         ctx.log(f"every batch done: writing the trades' P&L of {pairs:,} pairs into trades_raw, {how}", step="D")
         crash_point("before_trades_write")
         started = time.monotonic()
+        # A server keeps running a mutation after the job that sent it has gone: the trades' write
+        # of an earlier attempt (timed out, stopped, crashed) finishes before this one is sent.
+        await wait_mutations(ctx, ch, self.mutation_timeout_s)
         try:
             await _t(self._write_trades, rng)
         except Exception as exc:

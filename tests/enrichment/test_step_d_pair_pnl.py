@@ -150,3 +150,37 @@ def test_auto_writes_a_full_run_classically_and_an_incremental_one_with_patch_pa
     second, _ = run_enrichment(job, settings, ch)
     assert first.state is second.state is JobState.DONE
     assert job.results["D"]["mode"] == "incremental" and job.results["D"]["write_strategy"] == "lightweight"
+
+
+def test_a_write_still_pending_from_an_earlier_attempt_is_waited_for_before_writing_again(settings, ch) -> None:
+    """On a server a timed-out trades' write keeps running: a resume must not send a second one
+    beside it. Here a pending mutation stands in for it (merges stopped); the resume waits for it
+    and sends nothing."""
+    from engine.enrichment.mutations import pending_mutations
+    from engine.enrichment.schema import MUTATED_TABLES
+
+    generate_demo(ch, "small", seed=8)
+
+    def stop_after_two(event, control) -> None:
+        if isinstance(event, CheckpointSaved) and event.batch_idx == 2:
+            control.stop("test stop")
+
+    outcome, _ = run_enrichment(_job(), settings, ch, on_event=stop_after_two)
+    assert outcome.state is JobState.STOPPED, outcome.error
+    ch.command("SYSTEM STOP MERGES $db.trades_raw")
+    try:
+        ch.command("ALTER TABLE $db.trades_raw UPDATE fee_usd = fee_usd WHERE 1", settings={"mutations_sync": 0})
+        assert len(pending_mutations(ch, MUTATED_TABLES)) == 1
+        before = pnl_checksum(ch)
+        # No wait between batches here: the one before the trades' write is the one that must hold.
+        # (Lightweight: a classic write sent beside a stuck mutation would queue behind it for ever.)
+        job = _job(resume=True, mutation_wait_every=1000, mutation_timeout_s=1.5, write_strategy="lightweight")
+        outcome, rec = run_enrichment(job, settings, ch)
+        pending = pending_mutations(ch, MUTATED_TABLES)
+        after = pnl_checksum(ch)
+    finally:
+        ch.command("SYSTEM START MERGES $db.trades_raw")
+        ch.command("KILL MUTATION WHERE database = {db:String} SYNC", {"db": ch.database})
+    assert outcome.state is JobState.FAILED and "still pending after 1.5s" in outcome.error
+    assert any(m.startswith("every batch done") for m in rec.messages())
+    assert len(pending) == 1 and after == before  # nothing was written beside the pending mutation
