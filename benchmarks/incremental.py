@@ -144,13 +144,14 @@ def incremental(ch: ClickHouse, args: argparse.Namespace, settings: Settings) ->
 
 def profile_updates(ch: ClickHouse, args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     """What one 300-pair lightweight UPDATE costs at this table size, split in two: `--count` of
-    Step D's own batch statements over consecutive key ranges of the work list, each timed, beside
+    the trades' write over consecutive key ranges of the work list (Step D's per-batch statement
+    until its batches wrote pair P&L instead), each timed, beside
     the SELECT of the same new values over the same range (the reading and computing an UPDATE does
     before it writes its patch part), and what the primary index selects for such a range (EXPLAIN
     ESTIMATE: parts, marks, rows). Embedded chDB keeps no query_log, hence the split by hand."""
     from engine.enrichment import sql
     from engine.enrichment.stepd import WorklistReader, _range_params, freeze_payouts, freeze_worklist
-    from engine.enrichment.writes import write_batch
+    from engine.enrichment.writes import write_trades
 
     freeze_payouts(ch)
     freeze_worklist(ch)
@@ -173,7 +174,7 @@ def profile_updates(ch: ClickHouse, args: argparse.Namespace, settings: Settings
         ch.query(f"SELECT sum(cityHash64(_part_offset, {pnl}, {resolved})) FROM $db.trades_raw WHERE {where}", params)
         selects.append(time.monotonic() - t)
         t = time.monotonic()
-        write_batch(ch, "lightweight", batch.range)
+        write_trades(ch, "lightweight", batch.range)
         updates.append(time.monotonic() - t)
         if i < 5:
             estimates.append([int(v) for v in ch.query(

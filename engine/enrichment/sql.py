@@ -364,7 +364,8 @@ WHERE {batch_range_where(has_cursor)}
 
 def pnl_agreement_sql(database: str, has_cursor: bool, incremental: bool) -> str:
     """Over the work list's pairs in one key range, once the trades' P&L is written: (the batches'
-    P&L, the trades' P&L, trades of resolved pairs, trades marked resolved). Each pair must equal."""
+    P&L, the trades' P&L, trades of resolved pairs, trades marked resolved). The first two must be
+    equal, and so must the last two."""
     ident(database)
     where = batch_range_where(has_cursor)
     only = (f" AND (wallet_address, condition_id) IN (SELECT wallet_address, condition_id FROM $db.step_d_worklist WHERE {where})"
@@ -379,7 +380,7 @@ SELECT p.pnl, t.pnl, w.resolved, t.resolved FROM
 """
 
 
-def batch_update_sql(database: str, strategy: str, has_cursor: bool) -> str:
+def trades_update_sql(database: str, strategy: str, has_cursor: bool) -> str:
     where = batch_range_where(has_cursor)
     if strategy == "lightweight":
         return f"UPDATE $db.trades_raw SET {pnl_assignments(database)} WHERE {where}"
@@ -576,8 +577,8 @@ PAIRS_NOW_FINGERPRINT = "SELECT sum(n_trades) AS n, sumWithOverflow(h) AS h FROM
 PAIRS_NOW_REASONS = "SELECT reason, sum(pairs) FROM $db.step_d_pairs_now GROUP BY reason"
 
 
-def incremental_batch_update_sql(database: str, strategy: str, has_cursor: bool) -> str:
-    """Like `batch_update_sql`, but only the work list's pairs inside the key range: between two
+def incremental_trades_update_sql(database: str, strategy: str, has_cursor: bool) -> str:
+    """Like `trades_update_sql`, but only the work list's pairs inside the key range: between two
     affected pairs lie unaffected ones, whose P&L stays as it is."""
     where = batch_range_where(has_cursor)
     only = f"(wallet_address, condition_id) IN (SELECT wallet_address, condition_id FROM $db.step_d_worklist WHERE {where})"

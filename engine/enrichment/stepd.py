@@ -58,7 +58,7 @@ from engine.enrichment.checkpoint import (
 from engine.enrichment.checkpoint_writer import CheckpointWriter
 from engine.enrichment.mutations import wait_for_mutations
 from engine.enrichment.schema import MUTATED_TABLES, STEP_D_PAIRS_NOW, ensure_schema
-from engine.enrichment.writes import KeyRange, resolve_strategy, write_batch
+from engine.enrichment.writes import KeyRange, resolve_strategy, write_trades
 from engine.errors import BadInput, OpsError
 from engine.events import MutationInfo, MutationStatus
 from engine.runner import JobContext
@@ -164,8 +164,8 @@ def write_pair_pnl(ch: ClickHouse, rng: KeyRange) -> None:
 def write_affected_trades(ch: ClickHouse, strategy: str, rng: KeyRange) -> None:
     """An incremental run's trades write: the P&L of the work list's pairs inside the key range only
     (between two affected pairs lie unaffected ones, whose P&L stays as it is)."""
-    statement = sql.incremental_batch_update_sql(ch.database, strategy, rng.after is not None)
-    settings = {"allow_nondeterministic_mutations": 1} if strategy == "classic" else None  # joinGet, as in write_batch
+    statement = sql.incremental_trades_update_sql(ch.database, strategy, rng.after is not None)
+    settings = {"allow_nondeterministic_mutations": 1} if strategy == "classic" else None  # joinGet, as in write_trades
     ch.command(statement, _range_params(rng), settings)
 
 
@@ -577,7 +577,7 @@ class StepD:
         if self.mode == "incremental":
             write_affected_trades(self.ch, self.strategy, rng)
         else:
-            write_batch(self.ch, self.strategy, rng)
+            write_trades(self.ch, self.strategy, rng)
 
     async def _batches(self) -> StepDResult | None:
         """The batch loop; returns a result when stopped, None when the work list is exhausted.

@@ -46,11 +46,11 @@ class KeyRange:
     last: tuple[str, str]
 
 
-def write_batch(ch: ClickHouse, strategy: str, rng: KeyRange) -> None:
+def write_trades(ch: ClickHouse, strategy: str, rng: KeyRange) -> None:
     params = {"lw": rng.last[0], "lc": rng.last[1]}
     if rng.after is not None:
         params.update(cw=rng.after[0], cc=rng.after[1])
-    statement = sql.batch_update_sql(ch.database, strategy, rng.after is not None)
+    statement = sql.trades_update_sql(ch.database, strategy, rng.after is not None)
     # joinGet reads the run's frozen payouts table; ClickHouse treats it as non-deterministic for
     # mutations, which is safe here because that table does not change during the run.
     settings = {"allow_nondeterministic_mutations": 1} if strategy == "classic" else None

@@ -129,10 +129,10 @@ def test_cluster_ddl_goes_on_cluster_to_replicated_engines() -> None:
 
 
 def test_cluster_mutation_settings_and_replica_wide_mutation_wait() -> None:
-    classic = esql.batch_update_sql("opsconsole", "classic", True)
+    classic = esql.trades_update_sql("opsconsole", "classic", True)
     assert "joinGet(" in classic and mutation_settings(classic) == {"allow_nondeterministic_mutations": 1}
     assert mutation_settings("ALTER TABLE db.t UPDATE v = 1 WHERE 1") == {}
-    lightweight = esql.batch_update_sql("opsconsole", "lightweight", True)
+    lightweight = esql.trades_update_sql("opsconsole", "lightweight", True)
     assert mutation_settings(lightweight) == {}  # patch parts are computed once, on the initiating node
     for text in (mutations_mod._PENDING_SQL, mutations_mod._COUNT_SQL):
         wide = replica_wide_mutations(text, "prod")
@@ -176,7 +176,7 @@ def test_cluster_hook_rewrites_every_statement_ensure_schema_sends() -> None:
     schema.ensure_schema(rec)
     creates = [s for s, _ in rec.sent if s.lstrip().startswith("CREATE")]
     assert len(creates) == len(schema.DDL) and all("ON CLUSTER `prod`" in s for s in creates)
-    rec.command(esql.batch_update_sql("opsconsole", "classic", True), {}, {"mutations_sync": 0})
+    rec.command(esql.trades_update_sql("opsconsole", "classic", True), {}, {"mutations_sync": 0})
     assert rec.sent[-1][1] == {"allow_nondeterministic_mutations": 1, "mutations_sync": 0}
     rec.query("SELECT count() FROM system.mutations WHERE is_done = 0")
     assert "clusterAllReplicas('prod', system.mutations)" in rec.sent[-1][0]

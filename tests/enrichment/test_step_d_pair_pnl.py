@@ -9,7 +9,7 @@ from engine.enrichment.checkpoint import state_path
 from engine.enrichment.demo import generate_demo
 from engine.enrichment.job import EnrichmentJob
 from engine.enrichment.stepd import freeze_payouts, freeze_worklist, pnl_agreement, pnl_checksum, write_pair_pnl
-from engine.enrichment.writes import KeyRange, write_batch
+from engine.enrichment.writes import KeyRange, write_trades
 from engine.events import CheckpointSaved, Failure, JobState, LogLine
 from tests.enrichment.conftest import run_enrichment
 
@@ -69,19 +69,19 @@ def test_the_check_names_what_differs_between_trades_and_pairs(settings, ch) -> 
                           "ORDER BY wallet_address DESC, condition_id DESC LIMIT 1").rows[0])
     everything = KeyRange(None, (str(last[0]), str(last[1])))
     write_pair_pnl(ch, everything)
-    write_batch(ch, "classic", everything)
+    write_trades(ch, "classic", everything)
     assert pnl_agreement(ch, everything, incremental=False) == ""
 
     # One resolved trade's price edited after the freeze: its P&L no longer adds up to the pair's.
     trade = ch.query("SELECT trade_id FROM $db.trades_raw WHERE is_resolved = 1 ORDER BY trade_id LIMIT 1").rows[0][0]
     ch.command("ALTER TABLE $db.trades_raw UPDATE price = price / 2 WHERE trade_id = {t:String}", {"t": trade},
                settings={"mutations_sync": 2})
-    write_batch(ch, "classic", everything)
+    write_trades(ch, "classic", everything)
     problem = pnl_agreement(ch, everything, incremental=False)
     assert problem.startswith("the trades' P&L sums to ") and "the pairs' to " in problem
 
     # A resolved trade left unmarked: counted, by name.
-    write_batch(ch, "classic", everything)
+    write_trades(ch, "classic", everything)
     ch.command("ALTER TABLE $db.trades_raw UPDATE is_resolved = 0 WHERE trade_id = {t:String}", {"t": trade},
                settings={"mutations_sync": 2})
     assert "trades are marked resolved" in pnl_agreement(ch, everything, incremental=False)
