@@ -150,7 +150,7 @@ def profile_updates(ch: ClickHouse, args: argparse.Namespace, settings: Settings
     before it writes its patch part), and what the primary index selects for such a range (EXPLAIN
     ESTIMATE: parts, marks, rows). Embedded chDB keeps no query_log, hence the split by hand."""
     from engine.enrichment import sql
-    from engine.enrichment.stepd import WorklistReader, _range_params, freeze_payouts, freeze_worklist
+    from engine.enrichment.stepd import WorklistReader, freeze_payouts, freeze_worklist
     from engine.enrichment.writes import write_trades
 
     freeze_payouts(ch)
@@ -169,7 +169,7 @@ def profile_updates(ch: ClickHouse, args: argparse.Namespace, settings: Settings
         if batch is None:
             break
         where = sql.batch_range_where(batch.range.after is not None)
-        params = _range_params(batch.range)
+        params = batch.range.params()
         t = time.monotonic()
         ch.query(f"SELECT sum(cityHash64(_part_offset, {pnl}, {resolved})) FROM $db.trades_raw WHERE {where}", params)
         selects.append(time.monotonic() - t)

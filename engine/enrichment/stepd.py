@@ -149,31 +149,16 @@ def bookkeeping_pairs(ch: ClickHouse) -> int:
     return int(ch.scalar(sql.PAIR_STATE_COUNT))
 
 
-def _range_params(rng: KeyRange) -> dict[str, Any]:
-    params: dict[str, Any] = {"lw": rng.last[0], "lc": rng.last[1]}
-    if rng.after is not None:
-        params.update(cw=rng.after[0], cc=rng.after[1])
-    return params
-
-
 def write_pair_pnl(ch: ClickHouse, rng: KeyRange) -> None:
     """A batch: the P&L of the work list's pairs in the key range, from their sums."""
-    ch.command(sql.pair_pnl_batch_sql(ch.database, rng.after is not None), _range_params(rng))
-
-
-def write_affected_trades(ch: ClickHouse, strategy: str, rng: KeyRange) -> None:
-    """An incremental run's trades write: the P&L of the work list's pairs inside the key range only
-    (between two affected pairs lie unaffected ones, whose P&L stays as it is)."""
-    statement = sql.incremental_trades_update_sql(ch.database, strategy, rng.after is not None)
-    settings = {"allow_nondeterministic_mutations": 1} if strategy == "classic" else None  # joinGet, as in write_trades
-    ch.command(statement, _range_params(rng), settings)
+    ch.command(sql.pair_pnl_batch_sql(ch.database, rng.after is not None), rng.params())
 
 
 def pnl_agreement(ch: ClickHouse, rng: KeyRange, incremental: bool) -> str:
     """'' when the trades' P&L in the key range equals the batches' pair P&L (sum and resolved
     trades), else what differs."""
     statement = sql.pnl_agreement_sql(ch.database, rng.after is not None, incremental)
-    pairs_pnl, trades_pnl, should, marked = ch.query(statement, _range_params(rng)).rows[0]
+    pairs_pnl, trades_pnl, should, marked = ch.query(statement, rng.params()).rows[0]
     problems = []
     if pairs_pnl != trades_pnl:
         problems.append(f"the trades' P&L sums to {trades_pnl}, the pairs' to {pairs_pnl}")
@@ -184,7 +169,7 @@ def pnl_agreement(ch: ClickHouse, rng: KeyRange, incremental: bool) -> str:
 
 def write_pair_state(ch: ClickHouse, rng: KeyRange) -> None:
     """Bookkeeping for the work list's pairs in the range; only called once their P&L has landed."""
-    params = {**_range_params(rng), "version": time.time_ns()}
+    params = {**rng.params(), "version": time.time_ns()}
     ch.command(sql.pair_state_write_sql(ch.database, rng.after is not None), params)
 
 
@@ -572,13 +557,6 @@ class StepD:
         return StepDResult(status, self.pairs_done, self.total, self.batches_run, self.rows_written, seconds,
                            self.strategy, applied, self.mode, self.affected, self.trades_write_s)
 
-    def _write_trades(self, rng: KeyRange) -> None:
-        """The trades' P&L for the run's key range, one statement. Blocking."""
-        if self.mode == "incremental":
-            write_affected_trades(self.ch, self.strategy, rng)
-        else:
-            write_trades(self.ch, self.strategy, rng)
-
     async def _batches(self) -> StepDResult | None:
         """The batch loop; returns a result when stopped, None when the work list is exhausted.
         Runs inside `CheckpointWriter.run`: batch i's checkpoint is saved while batch i+1 is written."""
@@ -635,7 +613,7 @@ class StepD:
         # of an earlier attempt (timed out, stopped, crashed) finishes before this one is sent.
         await wait_mutations(ctx, ch, self.mutation_timeout_s)
         try:
-            await _t(self._write_trades, rng)
+            await _t(write_trades, ch, self.strategy, rng, self.mode == "incremental")
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             ctx.failure("the trades' P&L write", reason, retriable=True, step="D")

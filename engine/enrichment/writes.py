@@ -45,13 +45,20 @@ class KeyRange:
     after: tuple[str, str] | None
     last: tuple[str, str]
 
+    def params(self) -> dict[str, str]:
+        """The bound values of sql.batch_range_where."""
+        params = {"lw": self.last[0], "lc": self.last[1]}
+        if self.after is not None:
+            params.update(cw=self.after[0], cc=self.after[1])
+        return params
 
-def write_trades(ch: ClickHouse, strategy: str, rng: KeyRange) -> None:
-    params = {"lw": rng.last[0], "lc": rng.last[1]}
-    if rng.after is not None:
-        params.update(cw=rng.after[0], cc=rng.after[1])
-    statement = sql.trades_update_sql(ch.database, strategy, rng.after is not None)
+
+def write_trades(ch: ClickHouse, strategy: str, rng: KeyRange, incremental: bool = False) -> None:
+    """The trades' P&L over the key range; `incremental`: only the work list's pairs in it (between
+    two affected pairs lie unaffected ones, whose P&L stays as it is)."""
+    build = sql.incremental_trades_update_sql if incremental else sql.trades_update_sql
+    statement = build(ch.database, strategy, rng.after is not None)
     # joinGet reads the run's frozen payouts table; ClickHouse treats it as non-deterministic for
     # mutations, which is safe here because that table does not change during the run.
     settings = {"allow_nondeterministic_mutations": 1} if strategy == "classic" else None
-    ch.command(statement, params, settings)
+    ch.command(statement, rng.params(), settings)
