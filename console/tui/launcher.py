@@ -51,14 +51,33 @@ def _demo(settings: Settings) -> Any:
     return EnrichmentJob.from_settings(settings, "all", demo=DemoRequest("small", 7), run_gates=True)
 
 
-def _enrichment(steps: list[str], resume: bool) -> Callable[[Settings], Any]:
+def step_d_resumes(runtime: Path) -> bool:
+    """Whether the launcher's Step D continues from the checkpoint (`--resume`): only a run left
+    unfinished (stopped, paused, crashed, failed). After a complete run a plain run is the right one:
+    it recomputes what changed since, where `--resume` would refuse changed inputs (exit 4)."""
+    path = runtime / "full-enrichment.state.json"
+    try:
+        data = read_json_bounded(path, "state file") if path.is_file() else None
+    except (OSError, ValueError, OpsError):
+        return False  # unreadable: a plain run replaces it (and says so in its log)
+    return isinstance(data, dict) and data.get("status") != "done"
+
+
+def _enrichment(steps: list[str] | str, resume: bool = False, daily: bool = False) -> Callable[[Settings], Any]:
     def make(settings: Settings) -> Any:
+        from engine.enrichment.daily import DailyEnrichmentJob
         from engine.enrichment.job import EnrichmentJob
 
         # The same factory as `opsconsole enrich`: BATCH_SIZE and the rest come from the settings.
+        if daily:
+            return DailyEnrichmentJob.from_settings(settings, steps)
         return EnrichmentJob.from_settings(settings, steps, resume=resume)
 
     return make
+
+
+def _step_d(settings: Settings) -> Any:
+    return _enrichment(["D"], resume=step_d_resumes(settings.runtime))(settings)
 
 
 def _pipeline_dry_run(offline: bool) -> Callable[[Settings], Any]:
@@ -94,8 +113,12 @@ class Entry:
 ENTRIES: tuple[Entry, ...] = (
     Entry("demo", "Demo", "replace the enrichment tables with the small demo data set, run A–E and the gates",
           "engine.enrichment.demo", _demo, destructive=True),
-    Entry("step-d", "Step D (resume)", "P&L per (wallet, condition), batched and checkpointed; resumes from the "
-          "last checkpoint", "engine.enrichment.job", _enrichment(["D"], True)),
+    Entry("daily", "Daily enrichment", "new trades (when configured), Steps A–E on what changed, the gates; "
+          "finishes an interrupted Step D first", "engine.enrichment.daily",
+          _enrichment("daily", daily=True)),
+    Entry("step-d", "Step D", "P&L per (wallet, condition), checkpointed: resumes an unfinished run, else "
+          "recomputes what changed", "engine.enrichment.job",
+          _step_d),
     Entry("step-e", "Step E", "resolution accuracy per wallet (needs Step D complete)", "engine.enrichment.job",
           _enrichment(["E"], False)),
     Entry("gates", "Gates", "compute the five validation gates now", "engine.enrichment.gates", None),
@@ -125,7 +148,8 @@ def _pipeline_argv(offline: bool) -> Callable[[Settings], list[str]]:
 #: each job entry as a command line (`opsconsole ARGV`), for starting it as its own process
 ARGV: dict[str, Callable[[Settings], list[str]]] = {
     "demo": lambda s: ["demo", "--scale", "small", "--seed", "7"],
-    "step-d": lambda s: ["enrich", "--step", "D", "--resume"],
+    "daily": lambda s: ["enrich", "--step", "daily"],
+    "step-d": lambda s: ["enrich", "--step", "D", *(["--resume"] if step_d_resumes(s.runtime) else [])],
     "step-e": lambda s: ["enrich", "--step", "E"],
     "pipeline": _pipeline_argv(offline=False),
     "pipeline-sample": _pipeline_argv(offline=True),
@@ -163,13 +187,13 @@ def read_info(runtime: Path) -> tuple[str, str]:
             data = read_json_bounded(cp_path, "state file")
             if not isinstance(data, dict):
                 raise BadInput(f"{cp_path}: not a checkpoint (a JSON object was expected)")
-            keys = ("step", "batch_idx", "pairs_done", "pairs_total", "last_mutations", "updated_at")
+            keys = ("step", "status", "mode", "batch_idx", "pairs_done", "pairs_total", "last_mutations", "updated_at")
             lines = [f"{k}: [b]{escape(str(data[k]))}[/]" for k in keys if k in data]
             if "cursor" in data:
                 lines.append(f"cursor: {escape(short_json(data['cursor'], 50))}")
             checkpoint = "\n".join(lines) or escape(short_json(data, 200))
             if data.get("status") == "running" and not _job_alive(runtime, "full-enrichment"):
-                checkpoint = ("[$warning]interrupted: its process is gone — choose Step D (resume)[/]\n"
+                checkpoint = ("[$warning]interrupted: its process is gone — Step D resumes it[/]\n"
                               + checkpoint)
         except (OSError, ValueError, OpsError) as exc:
             checkpoint = f"[$error]unreadable checkpoint {escape(str(cp_path))}: {escape(str(exc))}[/]"

@@ -248,7 +248,7 @@ def test_launcher_marks_a_step_d_whose_process_is_gone_as_interrupted(tmp_path) 
     (runtime / "full-enrichment.state.json").write_text(json.dumps({"status": "running", "step": "D", "batch_idx": 7}))
     (runtime / "full-enrichment.pid").write_text("999999999\n")  # no such process
     checkpoint, _ = read_info(runtime)
-    assert "interrupted" in checkpoint and "Step D (resume)" in checkpoint
+    assert "interrupted" in checkpoint and "Step D resumes it" in checkpoint
     (runtime / "full-enrichment.pid").write_text(f"{os.getpid()}\n")  # alive: not interrupted
     checkpoint, _ = read_info(runtime)
     assert "interrupted" not in checkpoint
@@ -356,3 +356,27 @@ def test_an_attached_console_dates_the_state_from_when_the_job_entered_it() -> N
     older = job.to_dict()
     del older["state_ts"]  # a job from before state_ts: the newest thing it reported
     assert snapshot_events(Snapshot.from_dict(older))[-1].ts == 200.0
+
+
+def test_the_launchers_step_d_resumes_only_an_unfinished_run(tmp_path) -> None:
+    """`--resume` only when the checkpoint says the run did not finish; after a complete run (or
+    with no readable checkpoint) a plain run, which is incremental after a complete one."""
+    import json
+
+    from console.tui.launcher import ARGV, ENTRIES, step_d_resumes
+    from engine.settings import load_settings
+
+    settings = load_settings(runtime_dir=tmp_path / "rt")
+    runtime = settings.runtime
+    runtime.mkdir(exist_ok=True)
+    state = runtime / "full-enrichment.state.json"
+    assert not step_d_resumes(runtime)  # no checkpoint: the first run
+    for status, resumes in (("done", False), ("stopped", True), ("running", True), ("failed", True)):
+        state.write_text(json.dumps({"status": status, "step": "D", "pairs_done": 5}))
+        assert step_d_resumes(runtime) is resumes, status
+        assert ARGV["step-d"](settings) == ["enrich", "--step", "D", *(["--resume"] if resumes else [])]
+    state.write_text("{not json")
+    assert not step_d_resumes(runtime)  # unreadable: a plain run replaces it
+    assert ARGV["daily"](settings) == ["enrich", "--step", "daily"]
+    daily = next(e for e in ENTRIES if e.id == "daily")
+    assert daily.factory is not None and type(daily.factory(settings)).__name__ == "DailyEnrichmentJob"

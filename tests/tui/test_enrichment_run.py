@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from textual.widgets import OptionList
 
 from console.tui.app import OpsConsoleApp
 from console.tui.job_screen import JobScreen
@@ -156,7 +157,8 @@ async def test_launcher_step_d_takes_batch_size_from_the_environment(settings, c
     async with app.run_test(size=(120, 36)) as pilot:
         launcher = app.screen
         assert isinstance(launcher, LauncherScreen)
-        launcher.query_one("#entries").highlighted = 1  # "Step D (resume)", chosen with the keys
+        entries = launcher.query_one("#entries", OptionList)
+        entries.highlighted = entries.get_option_index("step-d")  # chosen with the keys
         await pilot.press("enter")
         screen = app.screen
         assert isinstance(screen, JobScreen) and screen.session.name == "full-enrichment"
@@ -174,6 +176,48 @@ async def test_launcher_step_d_takes_batch_size_from_the_environment(settings, c
         assert screen.session.outcome is not None and screen.session.outcome.exit_code == 3
         await pilot.press("q")
         assert app.screen is launcher
+
+
+_LATE_FILLS = """
+INSERT INTO $db.trades_raw (trade_id, wallet_address, market_id, condition_id, outcome_index, side, price, shares,
+                            usd_value, fee_usd, timestamp, tx_hash, canonical_category, realized_pnl_usd, is_resolved)
+SELECT concat(trade_id, '-late'), wallet_address, market_id, condition_id, outcome_index, side, price, shares,
+       usd_value, fee_usd, timestamp + 86400, tx_hash, canonical_category, NULL, 0
+FROM $db.trades_raw ORDER BY trade_id LIMIT 3
+"""
+
+
+async def _launch_step_d(app: OpsConsoleApp, pilot: object) -> JobScreen:
+    entries = app.screen.query_one("#entries", OptionList)
+    entries.highlighted = entries.get_option_index("step-d")
+    await pilot.press("enter")  # type: ignore[attr-defined]
+    screen = app.screen
+    assert isinstance(screen, JobScreen)
+    await screen.wait_for(lambda v: v.state.final)
+    return screen
+
+
+async def test_launcher_step_d_after_a_complete_run_recomputes_what_changed(settings, ch) -> None:
+    """The day after a complete run, new trades have landed: the launcher's Step D recomputes the
+    affected pairs. (It used to resume the finished run, which refuses changed inputs: exit 4.)
+    A run stopped half-way is continued from its checkpoint instead."""
+    from engine.enrichment.checkpoint import load_local
+
+    generate_demo(ch, "small", 7)
+    app = OpsConsoleApp(settings, gates_interval=None)
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await _launch_step_d(app, pilot)
+        assert screen.view.state is JobState.DONE
+        assert load_local(settings.runtime).mode == "full"
+        await pilot.press("q")
+
+        ch.command(_LATE_FILLS)
+        screen = await _launch_step_d(app, pilot)
+        assert screen.view.state is JobState.DONE, screen.view.state_reason
+        cp = load_local(settings.runtime)
+        assert (cp.status, cp.mode) == ("done", "incremental")
+        assert 0 < cp.pairs_total <= 3  # only the pairs with late fills
+        await pilot.press("q")
 
 
 async def test_a_job_run_in_the_console_exits_3_when_its_closing_gates_fail(settings, ch) -> None:
