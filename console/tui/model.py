@@ -188,8 +188,8 @@ class JobView:
         return max(0.0, end - self.started_ts)
 
     def eta_s(self) -> float | None:
-        if self.state.final:
-            return None
+        if self.state.final or self.state is JobState.PAUSED:
+            return None  # a held job has no time left to estimate (the last rate would read as one)
         sp = self.active
         return sp.eta_s if sp is not None else None
 
