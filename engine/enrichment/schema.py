@@ -347,4 +347,14 @@ CREATE TABLE IF NOT EXISTS $db.step_e_resolutions (
 ORDER BY condition_id
 """
 
-DDL += [STEP_E_DIRTY_WALLETS, STEP_E_META, STEP_E_RESOLUTIONS]
+# The same hashes as the inputs are now, computed once per build when it is planned: compared with
+# step_e_resolutions to mark the dirty positions, then recorded in its place after the swap.
+STEP_E_RESOLUTIONS_NEXT = """
+CREATE TABLE IF NOT EXISTS $db.step_e_resolutions_next (
+    condition_id String,
+    h            UInt64
+) ENGINE = MergeTree
+ORDER BY condition_id
+"""
+
+DDL += [STEP_E_DIRTY_WALLETS, STEP_E_META, STEP_E_RESOLUTIONS, STEP_E_RESOLUTIONS_NEXT]

@@ -627,19 +627,24 @@ SELECT r.condition_id AS condition_id,
 FROM ({VALID_RESOLUTIONS}) AS r
 LEFT JOIN ({_CONDITION_CATEGORIES}) AS c ON c.condition_id = r.condition_id
 """
+# This build's hashes, taken once when it is planned (they scan trades_raw): compared with the last
+# build's to mark dirty positions, then recorded as they were. Taken before the build, they can only
+# be older than what it read, so a change meanwhile makes the next build redo work, never miss it.
+STEP_E_NEXT_CLEAR = "TRUNCATE TABLE $db.step_e_resolutions_next"
+STEP_E_NEXT_WRITE = f"INSERT INTO $db.step_e_resolutions_next (condition_id, h) {_RESOLUTION_HASHES}"
 # Written before the build; cleared with the rest after it.
-DIRTY_MARK_RESOLUTIONS = f"""
+DIRTY_MARK_RESOLUTIONS = """
 INSERT INTO $db.step_e_dirty_wallets (wallet_address, condition_id)
 SELECT DISTINCT wallet_address, condition_id FROM $db.trades_raw
 WHERE condition_id IN (
     SELECT condition_id FROM (
-        SELECT condition_id, h FROM ({_RESOLUTION_HASHES})
+        SELECT condition_id, h FROM $db.step_e_resolutions_next
         UNION ALL SELECT condition_id, h FROM $db.step_e_resolutions
     ) GROUP BY condition_id HAVING count() != 2 OR min(h) != max(h)
 )
 """
 STEP_E_RESOLUTIONS_CLEAR = "TRUNCATE TABLE $db.step_e_resolutions"
-STEP_E_RESOLUTIONS_WRITE = f"INSERT INTO $db.step_e_resolutions (condition_id, h) {_RESOLUTION_HASHES}"
+STEP_E_RESOLUTIONS_WRITE = "INSERT INTO $db.step_e_resolutions (condition_id, h) SELECT condition_id, h FROM $db.step_e_resolutions_next"
 STEP_E_META_READ = "SELECT fingerprint FROM $db.step_e_meta ORDER BY created_at DESC LIMIT 1"
 STEP_E_META_CLEAR = "TRUNCATE TABLE $db.step_e_meta"
 STEP_E_META_WRITE = "INSERT INTO $db.step_e_meta (fingerprint) VALUES ({fp:String})"

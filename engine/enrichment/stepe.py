@@ -93,6 +93,8 @@ def plan_step_e(ch: ClickHouse, force: bool) -> StepEPlan:
     changed; otherwise every position."""
     fingerprint = INPUTS_VERSION
     last = ch.query(sql.STEP_E_META_READ).rows
+    ch.command(sql.STEP_E_NEXT_CLEAR)
+    ch.command(sql.STEP_E_NEXT_WRITE)
     if last:  # resolutions are compared per condition (the table is only trusted once a build recorded it)
         ch.command(sql.DIRTY_MARK_RESOLUTIONS)
     everyone, dirty, pairs = (int(v) for v in ch.query(sql.DIRTY_SUMMARY).rows[0])
@@ -124,8 +126,9 @@ def build_incremental_and_swap(ch: ClickHouse) -> tuple[int, int]:
 
 
 def record_build(ch: ClickHouse, fingerprint: str) -> None:
-    """After the swap: what this build read, then the dirty wallets are clean. A crash in between
-    only makes the next build redo work (a full one, or the same wallets again)."""
+    """After the swap: the per-condition hashes this build was planned from (sql.STEP_E_NEXT_WRITE),
+    then the dirty wallets are clean. A crash in between only makes the next build redo work (a full
+    one, or the same wallets again)."""
     ch.command(sql.STEP_E_META_CLEAR)
     ch.command(sql.STEP_E_RESOLUTIONS_CLEAR)
     ch.command(sql.STEP_E_RESOLUTIONS_WRITE)
