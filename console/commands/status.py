@@ -75,15 +75,40 @@ def _tail(path: Path, size: int = 256 * 1024) -> list[str]:
 
 
 
+def _last_start(path: Path, block: int = 1 << 20, limit: int = 1 << 30) -> re.Match[str] | None:
+    """The log's last START line, read backwards a block at a time: a long run's START lies far
+    before its tail (a seed-scale Step D writes ~180 KB of checkpoint lines, ten times that at 10x).
+    Stops after `limit` bytes."""
+    try:
+        with path.open("rb") as fh:
+            pos = size = fh.seek(0, os.SEEK_END)
+            carry = b""
+            while pos > 0 and size - pos < limit:
+                step = min(block, pos)
+                pos -= step
+                fh.seek(pos)
+                lines = (fh.read(step) + carry).split(b"\n")
+                carry = lines.pop(0) if pos > 0 else b""  # maybe the end of a line the next block starts
+                for raw in reversed(lines):
+                    if b" START " in raw and (m := _START.match(raw.decode("utf-8", errors="replace"))):
+                        return m
+    except OSError:
+        return None
+    return None
+
+
 def last_outcome(runtime: Path, job: str) -> dict[str, Any]:
     """How the last run of `job` ended, from runtime/<job>.console.log."""
     record: dict[str, Any] = {"job": job, "outcome": "unknown", "exit": None, "started_at": "", "ended_at": ""}
     start = end = None
-    for line in _tail(runtime / f"{job}{_LOG_SUFFIX}"):
+    log = runtime / f"{job}{_LOG_SUFFIX}"
+    for line in _tail(log):
         if m := _START.match(line):
             start, end = m, None  # an END before this START belongs to an earlier run
         elif m := _END.match(line):
             end = m
+    if start is None:  # the last run began before the tail: its START is further back
+        start = _last_start(log)
     if start is not None:
         record["started_at"] = start["ts"]
     if end is not None:

@@ -105,3 +105,25 @@ def test_enrichment_checkpoint_left_running_reads_as_interrupted(tmp_path: Path)
     assert data["not_running"][0]["job"] == "full-enrichment" and data["not_running"][0]["outcome"] == "interrupted"
     text = opsconsole(rt, "status").stdout
     assert "Step D checkpoint: interrupted" in text and "--resume" in text
+
+
+def test_status_finds_the_start_of_a_run_longer_than_the_logs_tail(tmp_path) -> None:
+    """A long run's START lies megabytes before its END (two checkpoint lines per batch). status
+    still says when it started; and one killed mid-run, with no END, is interrupted, not unknown."""
+    from console.commands.status import last_outcome
+
+    runtime = tmp_path / "rt"
+    runtime.mkdir()
+    log = runtime / "full-enrichment.console.log"
+    checkpoints = "".join(f"2026-12-07T05:16:{i % 60:02d}.000Z CHECKPT full-enrichment D local batch {i} cursor {{}}\n"
+                          for i in range(30_000))  # ~2.4 MB, several of status's read blocks
+    log.write_text("2026-12-07T05:00:00.000Z START   full-enrichment pid=999999999\n"
+                   "2026-12-07T05:00:09.000Z END     full-enrichment state=done exit=0\n"
+                   "2026-12-07T05:16:54.291Z START   full-enrichment pid=999999998\n" + checkpoints
+                   + "2026-12-07T05:17:27.527Z END     full-enrichment state=done exit=0\n")
+    record = last_outcome(runtime, "full-enrichment")
+    assert (record["outcome"], record["exit"]) == ("done", 0)
+    assert record["started_at"] == "2026-12-07T05:16:54.291Z" and record["ended_at"] == "2026-12-07T05:17:27.527Z"
+    log.write_text(log.read_text().rsplit("2026-12-07T05:17:27.527Z END", 1)[0])  # killed: no END
+    record = last_outcome(runtime, "full-enrichment")
+    assert record["outcome"] == "interrupted" and record["started_at"] == "2026-12-07T05:16:54.291Z"
