@@ -187,12 +187,15 @@ def read_info(runtime: Path) -> tuple[str, str]:
             data = read_json_bounded(cp_path, "state file")
             if not isinstance(data, dict):
                 raise BadInput(f"{cp_path}: not a checkpoint (a JSON object was expected)")
+            interrupted = data.get("status") == "running" and not _job_alive(runtime, "full-enrichment")
+            if interrupted:
+                data = {**data, "status": "interrupted"}  # what `opsconsole status` calls it too
             keys = ("step", "status", "mode", "batch_idx", "pairs_done", "pairs_total", "last_mutations", "updated_at")
             lines = [f"{k}: [b]{escape(str(data[k]))}[/]" for k in keys if k in data]
             if "cursor" in data:
                 lines.append(f"cursor: {escape(short_json(data['cursor'], 50))}")
             checkpoint = "\n".join(lines) or escape(short_json(data, 200))
-            if data.get("status") == "running" and not _job_alive(runtime, "full-enrichment"):
+            if interrupted:
                 checkpoint = ("[$warning]interrupted: its process is gone — Step D resumes it[/]\n"
                               + checkpoint)
         except (OSError, ValueError, OpsError) as exc:

@@ -249,6 +249,7 @@ def test_launcher_marks_a_step_d_whose_process_is_gone_as_interrupted(tmp_path) 
     (runtime / "full-enrichment.pid").write_text("999999999\n")  # no such process
     checkpoint, _ = read_info(runtime)
     assert "interrupted" in checkpoint and "Step D resumes it" in checkpoint
+    assert "status: [b]interrupted" in checkpoint and "running" not in checkpoint
     (runtime / "full-enrichment.pid").write_text(f"{os.getpid()}\n")  # alive: not interrupted
     checkpoint, _ = read_info(runtime)
     assert "interrupted" not in checkpoint
