@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -70,6 +71,13 @@ def set_border_text(widget: Widget, *, title: str | None = None, subtitle: str |
         if text is not None and getattr(widget, f"_shown_{attr}", None) != text:
             setattr(widget, f"_shown_{attr}", text)
             setattr(widget, attr, text)
+
+
+def spark_data(values: Iterable[float]) -> list[float]:
+    """Sparkline data: Textual draws a single value as a full-height bar (a first "pending 0" read
+    as a wall of pending mutations), so one value is drawn as a flat line, like several equal ones."""
+    data = list(values)
+    return data * 2 if len(data) == 1 else data
 
 
 class QuietProgressBar(ProgressBar):
@@ -263,7 +271,7 @@ class ProgressPanel(Vertical):
                 second.append(esc(d["write_strategy"]))
             lines.append(" · ".join(second))
             detail.set("\n".join(lines))
-            self.query_one("#throughput-spark", Sparkline).data = list(sp.rates)
+            self.query_one("#throughput-spark", Sparkline).data = spark_data(sp.rates)
         cp = view.checkpoint
         live = view.live
         cp_lines = ["checkpoint —"]
@@ -370,7 +378,7 @@ class MutationsPanel(Vertical):
         if pending is None:
             text = "[dim]no mutation status yet[/]"
         self.query_one("#mutations-line", Markup).set(text)
-        self.query_one("#mutations-spark", Sparkline).data = list(view.mutation_history)
+        self.query_one("#mutations-spark", Sparkline).data = spark_data(view.mutation_history)
 
 
 class FailuresSummary(Markup):

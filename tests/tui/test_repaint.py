@@ -279,3 +279,21 @@ async def test_the_startup_heap_leaves_full_collections_while_the_app_runs(tmp_p
         gc.collect(2)
         assert gc.get_freeze_count() == frozen  # a full pass leaves them where they are
     assert gc.get_freeze_count() == 0  # collectable again once the app has gone
+
+
+async def test_a_single_mutation_poll_is_not_drawn_as_a_full_bar(tmp_path: Path) -> None:
+    """Textual draws a sparkline of one value as full-height blocks: the first `pending 0` of a
+    run looked like a wall of pending mutations. One value is a flat line, as equal values are."""
+    from textual.widgets import Sparkline
+
+    from engine.events import MutationStatus
+
+    app = _app(tmp_path)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = await _screen(tmp_path, app)
+        screen.handle_events(EventsArrived([MutationStatus(job=JOB, pending=0)]))
+        screen.flush()
+        await pilot.pause()
+        spark = screen.query_one("#mutations-spark", Sparkline)
+        drawn = "".join(strip.text for strip in spark.render_lines(spark.region.reset_offset))
+        assert "█" not in drawn and "▁" in drawn
