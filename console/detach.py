@@ -40,6 +40,25 @@ class JobDidNotStart(OpsError):
         self.exit_code = ExitCode(exit_code) if exit_code in ExitCode._value2member_map_ else ExitCode.FAILED
 
 
+class JobFinishedEarly(OpsError):
+    """The job ran to its end before it answered on its socket (a dry run on a sample takes a
+    fraction of a second): its outcome is its exit code and what it printed, not a failure to start."""
+
+    def __init__(self, started: Started, code: int) -> None:
+        super().__init__(f"{started.job} finished (exit {code}) before the console could attach; "
+                         f"what it printed is in {started.output}")
+        self.started = started
+        self.code = code
+
+
+def _ran(runtime: Path, started: Started) -> bool:
+    """Whether the process we started ran as the job: its log has a START with its pid, then an END."""
+    from console.commands.status import last_outcome
+
+    record = last_outcome(runtime, started.job)
+    return record.get("pid") == started.pid and record["exit"] is not None
+
+
 def job_command(argv: Sequence[str]) -> list[str]:
     """The headless command line for `opsconsole ARGV`, run by this same interpreter."""
     args = [a for a in argv if a != "--no-ui"]
@@ -97,7 +116,8 @@ def tail(path: Path, limit: int = 4000) -> str:
 
 
 def wait_until_serving(started: Started, runtime: Path, timeout_s: float = START_TIMEOUT_S) -> None:
-    """Block until the job answers on its socket; raise with its own words when it ended first."""
+    """Block until the job answers on its socket. When it ended first: JobFinishedEarly if it ran
+    (a short job), else JobDidNotStart with its own words (a bad argument, a held lock)."""
     import anyio
 
     from engine.endpoint_client import job_answers
@@ -107,6 +127,8 @@ def wait_until_serving(started: Started, runtime: Path, timeout_s: float = START
     while True:
         code = exited(started.pid)
         if code is not None:
+            if _ran(runtime, started):
+                raise JobFinishedEarly(started, code)
             said = tail(started.output) or f"(nothing printed; see {started.output})"
             raise JobDidNotStart(f"the job ended before it started serving (exit {code}):\n{said}", code)
         if sock.exists() and anyio.run(job_answers, runtime, started.job):

@@ -111,6 +111,7 @@ def last_outcome(runtime: Path, job: str) -> dict[str, Any]:
         start = _last_start(log)
     if start is not None:
         record["started_at"] = start["ts"]
+        record["pid"] = int(start["pid"])
     if end is not None:
         record.update(outcome=end["state"], exit=int(end["exit"]), ended_at=end["ts"])
     elif start is not None:
@@ -118,7 +119,6 @@ def last_outcome(runtime: Path, job: str) -> dict[str, Any]:
         # START without END: killed (SIGKILL, power loss) - or alive but not answering on its socket.
         record["outcome"] = "running (not answering on its socket)" if pid_exists(pid) and _pid_file(runtime, job) == pid \
             else "interrupted"
-        record["pid"] = pid
     return record
 
 

@@ -35,6 +35,15 @@ LIGHT = Theme(
 )
 
 
+def _brief(text: str, lines: int = 12) -> str:
+    """A notification's worth of a long message: its first line and its last lines (a job that did
+    not start says why at the end of what it printed)."""
+    parts = text.splitlines()
+    if len(parts) <= lines + 1:
+        return text
+    return "\n".join([parts[0], "…", *parts[-lines:]])
+
+
 class OpsConsoleApp(App[int]):
     CSS_PATH = [STYLES / "console.tcss", STYLES / "modals.tcss", STYLES / "launcher.tcss"]
     TITLE = "Ops Console"
@@ -134,7 +143,7 @@ class OpsConsoleApp(App[int]):
     def _start_detached(self, argv: list[str], name: str) -> None:
         import anyio
 
-        from console.detach import spawn, wait_until_serving
+        from console.detach import JobFinishedEarly, spawn, wait_until_serving
         from engine.endpoint_client import job_answers
         from engine.errors import OpsError
 
@@ -142,23 +151,42 @@ class OpsConsoleApp(App[int]):
         try:
             if not anyio.run(job_answers, self.settings.runtime, name):
                 wait_until_serving(spawn(argv, name, self.settings.runtime), self.settings.runtime)
+        except JobFinishedEarly as done:  # a short job: it ran, nothing to attach to any more
+            self.call_from_thread(self._ended_before_attach, name, str(done), done.code == 0)
+            return
         except OpsError as exc:
-            self.call_from_thread(self.notify, redact(str(exc)), title=f"{name} did not start", severity="error",
-                                  timeout=30)
+            self.call_from_thread(self.notify, _brief(redact(str(exc))), title=f"{name} did not start",
+                                  severity="error", timeout=30)
             return
         self.call_from_thread(self.attach_job, name)
+
+    def _ended_before_attach(self, name: str, text: str, ok: bool) -> None:
+        self.notify(redact(text), title=f"{name} finished", timeout=15, severity="information" if ok else "warning")
+        refresh = getattr(self.screen, "action_refresh_info", None)
+        if refresh is not None:
+            refresh()  # the launcher's panels show what it left (a pipeline summary, a checkpoint)
 
     @work(group="attach", exit_on_error=False)
     async def attach_job(self, name: str) -> None:
         """Open a job screen on the running job `name` (its own process)."""
+        from console.commands.status import last_outcome
         from console.tui.remote import live_model_for
         from engine.endpoint_client import connect
-        from engine.errors import OpsError
+        from engine.errors import JobNotRunning, OpsError
 
         assert self.settings is not None
         try:
             async with connect(self.settings.runtime, name) as client:
                 snap = client.snapshot
+        except JobNotRunning as exc:
+            ended = last_outcome(self.settings.runtime, name)
+            if ended["exit"] is None:  # never ran, or killed: nothing to report but the refusal
+                self.notify(redact(str(exc)), title="attach", severity="error", timeout=15)
+            else:  # it ended between starting (or being listed) and this attach
+                self._ended_before_attach(
+                    name, f"{name} ended ({ended['outcome']}, exit {ended['exit']}) at {ended['ended_at']} before the "
+                    f"console could attach; see runtime/{name}.console.log", ended["exit"] == 0)
+            return
         except OpsError as exc:
             self.notify(redact(str(exc)), title="attach", severity="error", timeout=15)
             return

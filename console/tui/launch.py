@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from console.exit import finish
@@ -80,7 +81,7 @@ def start_and_attach(name: str, argv: list[str], settings: Settings) -> int:
     A job of that name already running is attached to instead of being refused."""
     import anyio
 
-    from console.detach import spawn, wait_for_exit, wait_until_serving
+    from console.detach import JobFinishedEarly, spawn, wait_for_exit, wait_until_serving
     from engine.endpoint_client import running_jobs
     from engine.errors import JobNotRunning
 
@@ -89,13 +90,19 @@ def start_and_attach(name: str, argv: list[str], settings: Settings) -> int:
         print(f"opsconsole: {name} is already running; attaching to it")
         return attach_in_tui(settings, name)
     started = spawn(argv, name, settings.runtime)
-    wait_until_serving(started, settings.runtime)
     try:
+        wait_until_serving(started, settings.runtime)
         return attach_in_tui(settings, name)
-    except JobNotRunning:
-        # A short job (a score run, a small load) can end between answering and the console's attach:
-        # its outcome is its exit code, and what it printed is in its output file.
+    except (JobFinishedEarly, JobNotRunning):
+        # A short job (a dry run on a sample, a score run, a small load) can end before the console
+        # attaches: its outcome is its exit code, and it printed what a --no-ui run prints.
         code = wait_for_exit(started)
-        print(f"opsconsole: {name} finished (exit {code}) before the console attached; "
-              f"its output is in {started.output}")
-        return code
+        return _finished_early(name, code, started.output)
+
+
+def _finished_early(name: str, code: int, output: Path) -> int:
+    from console.detach import tail
+
+    print(f"opsconsole: {name} finished (exit {code}) before the console could attach; what it printed "
+          f"({output}):\n{tail(output, 16_000)}")
+    return code

@@ -41,3 +41,48 @@ async def test_enter_on_the_running_list_attaches_to_that_job(tmp_path: Path) ->
     finally:
         job.kill()
         job.wait()
+
+
+@pytest.mark.anyio
+async def test_a_job_that_ends_before_the_console_attaches_is_reported_as_finished(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sample dry run ends in a fraction of a second, often before its socket is polled. That
+    was reported as "did not start", with all its output in an error toast. It finished: the
+    console says so (or, when it caught the job still running, shows its screen to the end), and
+    the launcher shows the summary it left."""
+    rt = tmp_path / "rt"
+    monkeypatch.setenv("OPSCONSOLE_RUNTIME_DIR", str(rt))  # the detached job's runtime too
+    app = OpsConsoleApp(load_settings(runtime_dir=rt), detach_jobs=True)
+    told: list[tuple[str, str, str]] = []
+    original = app.notify
+
+    def notify(message: str, *, title: str = "", severity: str = "information", **kw: object) -> None:
+        told.append((title, severity, message))
+        original(message, title=title, severity=severity, **kw)  # type: ignore[arg-type]
+
+    def attached_and_done() -> bool:
+        return isinstance(app.screen, JobScreen) and app.screen.view.state.final
+
+    app.notify = notify  # type: ignore[method-assign]
+    async with app.run_test(size=(140, 40)) as pilot:
+        launcher = app.screen
+        assert isinstance(launcher, LauncherScreen)
+        entries = launcher.query_one("#entries")
+        entries.highlighted = entries.get_option_index("pipeline-sample")  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        for _ in range(600):
+            if attached_and_done() or any(t != "" for t, _, _ in told):
+                break
+            await pilot.pause(0.05)
+        titled = [(t, s) for t, s, _ in told if t != ""]
+        if attached_and_done():  # caught it running: its own screen says how it ended
+            assert titled == [] and app.screen.view.state.value == "done"  # type: ignore[attr-defined]
+            await pilot.press("q")
+        else:
+            assert titled == [("pipeline finished", "information")], told
+            assert "exit 0" in told[-1][2]
+        await pilot.pause(0.2)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.screen is launcher
+        assert "completed_with_errors" in str(launcher.query_one("#summary-info").render())
