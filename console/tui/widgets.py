@@ -250,7 +250,11 @@ class ProgressPanel(Vertical):
             steps_line.set(f"step  [b]{esc(sp.step) if sp else '—'}[/]")
         bar = self.query_one("#bar", ProgressBar)
         detail = self.query_one("#progress-detail", Markup)
-        if sp is None:
+        if sp is None and view.state.final:
+            # Ended without reporting progress (nothing to do): a still bar, not a "working" animation.
+            bar.update(total=1, progress=1 if view.state is JobState.DONE else 0)
+            detail.set("no progress was reported")
+        elif sp is None:
             bar.update(total=None, progress=0)
             detail.set("waiting for the first progress report…")
         else:
@@ -279,8 +283,10 @@ class ProgressPanel(Vertical):
             cp_lines = [f"checkpoint [b]{clock_text(cp.ts)}[/] {esc(cp.where)} · batch {fmt_count(cp.batch_idx)}",
                         f"cursor {esc(short_json(cp.cursor, 120))}"]
         if "batch_size" in live or "mutation_wait_every" in live:
-            cp_lines.append(f"batch size [b]{fmt_count(live.get('batch_size'))}[/] · mutation wait every "
-                            f"[b]{fmt_count(live.get('mutation_wait_every'))}[/]")
+            known = [(f"batch size [b]{fmt_count(live['batch_size'])}[/]" if "batch_size" in live else ""),
+                     (f"mutation wait every [b]{fmt_count(live['mutation_wait_every'])}[/]"
+                      if "mutation_wait_every" in live else "")]
+            cp_lines.append(" · ".join(k for k in known if k))
         elif live:
             cp_lines.append("live " + ", ".join(f"{esc(k)}=[b]{esc(v)}[/]" for k, v in live.items()))
         cp_text = "\n".join(cp_lines)

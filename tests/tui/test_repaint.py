@@ -297,3 +297,32 @@ async def test_a_single_mutation_poll_is_not_drawn_as_a_full_bar(tmp_path: Path)
         spark = screen.query_one("#mutations-spark", Sparkline)
         drawn = "".join(strip.text for strip in spark.render_lines(spark.region.reset_offset))
         assert "█" not in drawn and "▁" in drawn
+
+
+async def test_a_job_that_ended_without_progress_shows_a_still_bar() -> None:
+    """A score run with nothing to score ends without a progress report: its bar stopped (an
+    indeterminate bar animates at 15 frames a second for as long as the screen is open), and only
+    the live settings the job has are listed."""
+    from console.tui.model import JobView
+    from console.tui.widgets import Markup, ProgressPanel
+
+    class Host(App[None]):
+        def compose(self) -> ComposeResult:
+            yield ProgressPanel(id="progress")
+
+    app = Host()
+    async with app.run_test(size=(100, 12)) as pilot:
+        panel = app.query_one(ProgressPanel)
+        view = JobView("score")
+        view.live = {"batch_size": 50}
+        view.state = JobState.RUNNING
+        panel.show(view)
+        bar = panel.query_one("#bar", QuietProgressBar)
+        assert bar.total is None  # running, nothing reported yet: the "working" animation
+        view.state = JobState.DONE
+        panel.show(view)
+        await pilot.pause()
+        assert (bar.total, bar.progress) == (1, 1)
+        assert "no progress was reported" in str(panel.query_one("#progress-detail", Markup)._markup)
+        checkpoint = str(panel.query_one("#checkpoint-line", Markup)._markup)
+        assert "batch size" in checkpoint and "mutation wait" not in checkpoint
