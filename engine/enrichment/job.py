@@ -24,7 +24,8 @@ from engine.files import atomic_write_json
 from engine.redact import redact_obj
 from engine.runner import JobContext
 from engine.settings import DEFAULT_BATCH_SIZE, DEFAULT_MUTATION_WAIT_EVERY, BatchSize, MutationWaitEvery, Settings
-from engine.stores.clickhouse import ClickHouse, aopen_clickhouse
+from engine.enrichment.schema import ensure_schema
+from engine.stores.clickhouse import ChdbClickHouse, ClickHouse, aopen_clickhouse
 
 ALL_STEPS = ("A", "B", "C", "D", "E")
 STEP_ORDER = ("T", *ALL_STEPS)  # T (trades from the data-api) runs only when named, before A
@@ -168,10 +169,12 @@ class EnrichmentJob:
         if "D" in self.steps and self.remote_checkpoints:
             remote = RemoteCheckpoints(ctx.settings, pg=ctx.resources.get("postgres"))
         try:
-            for step in self.steps:
+            for i, step in enumerate(self.steps):
                 if not await ctx.control.boundary():
                     ctx.log(f"stopped before Step {step}", step=step)
                     return
+                if step in ALL_STEPS and all(s not in ALL_STEPS for s in self.steps[:i]):
+                    await self._warn_if_no_trades(ctx, ch)  # after any ingest, before the first of A–E
                 stopped = await self._step(ctx, ch, step, remote)
                 if stopped:
                     return
@@ -187,6 +190,18 @@ class EnrichmentJob:
         if self.summary_path is not None:
             await self._write_summary(ctx, data)
         ctx.emit(Summary(job=ctx.name, data=data))
+
+    @staticmethod
+    async def _warn_if_no_trades(ctx: JobContext, ch: ClickHouse) -> None:
+        """An empty trades_raw makes every step a no-op and every gate PASS: say so, since it
+        usually means the wrong store (CLICKHOUSE_DATABASE, CLICKHOUSE_PATH or _URL) or no load yet."""
+        await anyio.to_thread.run_sync(ensure_schema, ch)
+        if int(await anyio.to_thread.run_sync(ch.scalar, "SELECT count() FROM $db.trades_raw")):
+            return
+        where = f"{ch.path}" if isinstance(ch, ChdbClickHouse) else "the ClickHouse server"
+        ctx.log(f"trades_raw is empty (database {ch.database!r} in {where}): there is nothing to enrich, and the "
+                "gates will pass on nothing — load trades (`opsconsole data load trades FILE`), fetch them "
+                "(`--step T`), or try `opsconsole demo`", level="WARNING")
 
     async def _write_summary(self, ctx: JobContext, data: dict[str, Any]) -> None:
         """The run's summary with each gate in full (the shape of `opsconsole gates --json`). Only a

@@ -468,8 +468,9 @@ class StepD:
         if previous is None or previous.status != "done":
             return False
         if not await _t(bookkeeping_pairs, self.ch):
-            ctx.log("the previous complete run kept no per-pair bookkeeping (an older build): computing every pair "
-                    "once; later runs recompute only what changed", step="D")
+            why = ("the previous complete run had no pairs" if not previous.pairs_total
+                   else "the previous complete run kept no per-pair bookkeeping (an older build)")
+            ctx.log(f"{why}: computing every pair once; later runs recompute only what changed", step="D")
             return False
         return True
 

@@ -153,3 +153,23 @@ def test_enrich_exits_3_when_its_closing_gates_fail_as_demo_does(settings, ch, m
     # Step E completes the picture: every gate passes, exit 0.
     assert main(["enrich", "--step", "E", "--no-ui", "--log-format", "plain"]) == 0
     assert "closing gates FAILED" not in capsys.readouterr().err
+
+
+def test_an_empty_trades_table_is_named_before_the_steps_pass_on_nothing(settings, ch) -> None:
+    """Pointed at the wrong store (or before any load), every step is a no-op and every gate PASSes:
+    the run says so, once, naming the database. With trades there is no such line."""
+    from engine.enrichment.demo import generate_demo
+    from engine.enrichment.job import EnrichmentJob
+    from engine.events import JobState
+    from tests.enrichment.conftest import run_enrichment
+
+    outcome, seen = run_enrichment(EnrichmentJob(["D", "E"], run_gates=True), settings, ch)
+    assert outcome.state is JobState.DONE
+    empty = [m for m in seen.messages("WARNING") if "trades_raw is empty" in m]
+    assert len(empty) == 1 and repr(settings.clickhouse_database) in empty[0] and "data load trades" in empty[0]
+    assert any("the previous complete run had no pairs" in m or "freezing the work list" in m for m in seen.messages())
+
+    generate_demo(ch, "small", 7)
+    _, seen = run_enrichment(EnrichmentJob(["D", "E"], run_gates=False), settings, ch)
+    assert not [m for m in seen.messages() if "trades_raw is empty" in m]
+    assert any("the previous complete run had no pairs" in m for m in seen.messages())  # not "an older build"
