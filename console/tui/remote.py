@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -136,12 +137,18 @@ def snapshot_events(snapshot: Any) -> list[Event]:
     for one in (snapshot.gates, snapshot.mutations, snapshot.summary):
         if one is not None:
             events.append(one)
-    events.sort(key=lambda e: e.ts)
+    # The current state is the snapshot's only StateChanged, so wherever it stands the header ends
+    # on it. Stamped when the job entered it, it stands there in time order: the log reads "running"
+    # before the lines the job wrote since. Older jobs do not say when: then it goes last, stamped
+    # with the newest thing the job reported.
+    state = StateChanged(job=snapshot.job, state=snapshot.state, reason=snapshot.reason,
+                         ts=snapshot.state_ts if snapshot.state_ts is not None else 0.0)
+    if snapshot.state_ts is not None:
+        events.append(state)
+    events.sort(key=lambda e: e.ts)  # stable: the state follows lines of the same instant
     events.insert(0, JobStarted(job=snapshot.job, panels=tuple(snapshot.panels), ts=snapshot.started_at))
-    # The state last: the header shows what the job is doing now, not what its oldest line said.
-    # Stamped when the job entered it (older jobs do not say: then the newest thing it reported).
-    when = snapshot.state_ts if snapshot.state_ts is not None else max([snapshot.started_at] + [e.ts for e in events])
-    events.append(StateChanged(job=snapshot.job, state=snapshot.state, reason=snapshot.reason, ts=when))
+    if snapshot.state_ts is None:
+        events.append(replace(state, ts=max([snapshot.started_at] + [e.ts for e in events])))
     return events
 
 

@@ -343,6 +343,7 @@ def test_an_attached_console_dates_the_state_from_when_the_job_entered_it() -> N
     console attached or the job's last line was written."""
     from console.tui.remote import snapshot_events
     from engine.events import JobStarted, LogLine, StateChanged
+    from console.tui.model import JobView
     from engine.job_snapshot import JobSnapshot, Snapshot
 
     job = JobSnapshot("selftest", started_at=50.0)
@@ -351,8 +352,16 @@ def test_an_attached_console_dates_the_state_from_when_the_job_entered_it() -> N
     job(LogLine(job="selftest", level="INFO", message="still here", ts=200.0))
     snap = Snapshot.from_dict(job.to_dict())
     assert snap.state_ts == 100.0
-    last = snapshot_events(snap)[-1]
-    assert isinstance(last, StateChanged) and last.state is JobState.PAUSED and last.ts == 100.0
+    events = snapshot_events(snap)
+    # In time order: the log shows "paused" before the line written after it, as the job's own
+    # log does; the header ends on the one state the snapshot has.
+    assert [type(e).__name__ for e in events] == ["JobStarted", "StateChanged", "LogLine"]
+    state = events[1]
+    assert isinstance(state, StateChanged) and state.state is JobState.PAUSED and state.ts == 100.0
+    view = JobView("selftest")
+    for event in events:
+        view.apply(event)
+    assert view.state is JobState.PAUSED
     assert snap.replay()[-1].ts == 100.0
     older = job.to_dict()
     del older["state_ts"]  # a job from before state_ts: the newest thing it reported
