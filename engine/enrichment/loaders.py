@@ -179,7 +179,8 @@ def detect_format(path: Path, fmt: str) -> str:
         return "parquet"
     if suffix == ".json":
         return "json"
-    raise BadInput(f"cannot tell the format of {path.name} from its extension; pass --format csv|jsonl|parquet")
+    named = "|".join(f for f in FORMATS if f != "auto")
+    raise BadInput(f"cannot tell the format of {path.name} from its extension; pass --format {named}")
 
 
 def _blank_to_none(row: dict[str, Any]) -> dict[str, Any]:

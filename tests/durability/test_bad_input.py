@@ -218,6 +218,8 @@ CASES: list[Case] = [
     Case("markets-jsonl-line-nested-100000-deep", ["data", "load", "markets", "m.jsonl"], 4, ["line 1", "nested too deeply"], {"m.jsonl": DEEP_JSON + "\n"}),
     Case("trades-single-line-over-16-mib", ["data", "load", "trades", "t.csv"], 4, ["line 2 is longer than 16,777,216 bytes"], {"t.csv": TRADES_HEADER + "x" * (17 * 1024 * 1024)}),
     Case("data-load-a-directory", ["data", "load", "trades", "d.csv"], 4, ["d.csv", "is a directory"], setup=directory("d.csv")),
+    Case("data-load-an-unknown-extension", ["data", "load", "trades", "trades.txt"], 4,
+         ["trades.txt", "--format csv|jsonl|parquet|json|polymarket"], {"trades.txt": TRADES_HEADER + TRADE_OK}),
     Case("data-load-a-fifo", ["data", "load", "trades", "p.csv"], 4, ["p.csv", "FIFO"], setup=fifo("p.csv")),
     Case("env-file-invalid-utf8", ["config"], 4, [".env", "not valid UTF-8"], {".env": b"BATCH_SIZE=3\nNAME=\xff\n"}),
     Case("env-file-symlinked-to-dev-zero", ["config"], 4, [".env", "is a device"], setup=symlink_to(".env", "/dev/zero")),
