@@ -82,7 +82,8 @@ async def _clickhouse_checks(settings: Settings) -> list[Check]:
         lw = await anyio.to_thread.run_sync(ch.supports_lightweight_update)
         out.append(
             Check("clickhouse", "lightweight UPDATE", "OK" if lw else "WARN",
-                  "supported: Step D writes patch parts" if lw else "not supported: Step D uses classic ALTER TABLE … UPDATE")
+                  "supported: incremental Step D runs write the trades' P&L as patch parts" if lw
+                  else "not supported: Step D always writes with a classic ALTER TABLE … UPDATE")
         )
     finally:
         await anyio.to_thread.run_sync(ch.close)
