@@ -336,25 +336,22 @@ CREATE TABLE IF NOT EXISTS $db.step_e_meta (
 ORDER BY tuple()
 """
 
-# What the last Step E build read per resolved condition, one hash each (its valid resolution and
-# its markets' categories): a condition resolved, corrected, withdrawn or recategorised since makes
-# its positions dirty.
-STEP_E_RESOLUTIONS = """
-CREATE TABLE IF NOT EXISTS $db.step_e_resolutions (
+def _condition_hashes(table: str) -> str:
+    """One hash per resolved condition: its valid resolution and its markets' categories."""
+    return f"""
+CREATE TABLE IF NOT EXISTS $db.{table} (
     condition_id String,
     h            UInt64
 ) ENGINE = MergeTree
 ORDER BY condition_id
 """
 
+
+# What the last Step E build read per resolved condition: a condition resolved, corrected,
+# withdrawn or recategorised since makes its positions dirty.
+STEP_E_RESOLUTIONS = _condition_hashes("step_e_resolutions")
 # The same hashes as the inputs are now, computed once per build when it is planned: compared with
 # step_e_resolutions to mark the dirty positions, then recorded in its place after the swap.
-STEP_E_RESOLUTIONS_NEXT = """
-CREATE TABLE IF NOT EXISTS $db.step_e_resolutions_next (
-    condition_id String,
-    h            UInt64
-) ENGINE = MergeTree
-ORDER BY condition_id
-"""
+STEP_E_RESOLUTIONS_NEXT = _condition_hashes("step_e_resolutions_next")
 
 DDL += [STEP_E_DIRTY_WALLETS, STEP_E_META, STEP_E_RESOLUTIONS, STEP_E_RESOLUTIONS_NEXT]
