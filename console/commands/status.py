@@ -192,7 +192,7 @@ def render(data: dict[str, Any]) -> str:
     cp = data["step_d_checkpoint"]
     if cp:
         done = f"{cp['pairs_done']}/{cp['pairs_total']}" if cp.get("pairs_total") else f"{cp['pairs_done']}"
-        hint = " (resume: opsconsole enrich --step D --resume)" if cp["status"] == "interrupted" else ""
+        hint = " (resume: opsconsole enrich --step D --resume)" if cp["status"] in ("interrupted", "stopped") else ""
         lines.append(f"Step D checkpoint: {cp['status']}, batch {cp['batch_idx']}, pairs {done}, "
                      f"updated {cp['updated_at']}{hint}")
     return "\n".join(lines)

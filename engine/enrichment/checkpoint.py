@@ -51,7 +51,10 @@ class StepDCheckpoint(BaseModel):
     pairs_total: int | None = Field(None, ge=0)
     batch_size: int | None = Field(None, ge=1)
     write_strategy: str | None = None
-    status: Literal["running", "done"] = "running"
+    # running: saved while the run went on (a paused run's, or a killed one's: `opsconsole status`
+    # calls it interrupted once its process is gone); stopped: a graceful stop saved it last;
+    # done: the run completed. Anything but done is continued with --resume.
+    status: Literal["running", "stopped", "done"] = "running"
     # "incremental": the run's work list is only the pairs affected since the previous complete run.
     mode: Literal["full", "incremental"] = "full"
 

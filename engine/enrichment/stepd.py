@@ -426,9 +426,19 @@ class StepD:
         self._report()
         stopped = await self.writer.run(self._batches)
         if stopped is not None:
-            await self.writer.retry_mirror()
+            await self._mark_stopped()
             return stopped
         return await self._finish()
+
+    async def _mark_stopped(self) -> None:
+        """A graceful stop: the newest checkpoint again, saying `stopped` (the same position), so a
+        shell or the launcher can tell it from a killed run. A run stopped before its first batch
+        saved nothing, and leaves the previous checkpoint as it was (a complete run's stays done,
+        and the next run stays incremental)."""
+        if self.writer.last_saved is None:
+            await self.writer.retry_mirror()
+            return
+        await self.writer.save(self._checkpoint("stopped"), final=True)
 
     async def _load(self, resume: bool) -> tuple[StepDCheckpoint | None, str]:
         """The checkpoint to resume from (None: start from the beginning) and where it was read."""

@@ -55,7 +55,8 @@ def readiness_problems(ch: ClickHouse, runtime: Any) -> list[str]:
     except OpsError:
         cp = None
     if cp is not None and cp.status != "done" and not missing:
-        problems.append(f"the Step D checkpoint says it is still running (pairs_done={cp.pairs_done:,} of {cp.pairs_total or '?'})")
+        said = "it was stopped" if cp.status == "stopped" else "it is still running"
+        problems.append(f"the Step D checkpoint says {said} (pairs_done={cp.pairs_done:,} of {cp.pairs_total or '?'})")
     pending = _pending(ch)
     if pending:
         problems.append(f"{len(pending)} mutation(s) are pending on the enrichment tables")

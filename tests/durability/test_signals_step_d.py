@@ -47,7 +47,7 @@ def test_sigterm_at_default_batch_size_then_resume_continues_right_after_the_las
     # The checkpoint on disk is complete, loads, and covers whole batches only.
     text = site.state_file.read_text()
     stopped = parse_checkpoint(text, "after SIGTERM")
-    assert stopped.status == "running" and stopped.batch_size == 300
+    assert stopped.status == "stopped" and stopped.batch_size == 300  # not "running": not a killed run
     assert 0 < stopped.pairs_done < stopped.pairs_total and stopped.pairs_done == 300 * stopped.batch_idx
     events = json_events(stdout)
     last = local_checkpoints(events)[-1]
@@ -83,7 +83,7 @@ def test_sigterm_at_default_batch_size_then_resume_continues_right_after_the_las
 
     out = site.run("enrich", "--step", "D,E", "--resume", "--no-ui", "--log-format", "plain")
     assert out.returncode == 0, out.stdout[-3000:]
-    if aborted.status == "running":
+    if aborted.status != "done":
         assert f"resuming after pair {aborted.pairs_done:,}" in out.stdout
     final = site.checksums()
     assert (final["pnl"], final["outcomes"], final["missing"]) == (

@@ -127,3 +127,19 @@ def test_status_finds_the_start_of_a_run_longer_than_the_logs_tail(tmp_path) -> 
     log.write_text(log.read_text().rsplit("2026-12-07T05:17:27.527Z END", 1)[0])  # killed: no END
     record = last_outcome(runtime, "full-enrichment")
     assert record["outcome"] == "interrupted" and record["started_at"] == "2026-12-07T05:16:54.291Z"
+
+
+def test_status_tells_a_stopped_step_d_from_a_killed_one(tmp_path) -> None:
+    """A graceful stop marks its checkpoint stopped; only a `running` checkpoint with no process
+    behind it is interrupted. Both say how to resume."""
+    from console.commands.status import enrichment_checkpoint, render
+
+    runtime = tmp_path / "rt"
+    runtime.mkdir()
+    for saved, shown in (("stopped", "stopped"), ("running", "interrupted"), ("done", "done")):
+        (runtime / "full-enrichment.state.json").write_text(json.dumps(
+            {"status": saved, "batch_idx": 3, "pairs_done": 900, "pairs_total": 2000, "updated_at": "t"}))
+        cp = enrichment_checkpoint(runtime, running=False)
+        assert cp is not None and cp["status"] == shown
+        text = render({"running": [], "not_running": [], "step_d_checkpoint": cp})
+        assert ("--resume" in text) is (shown != "done"), text

@@ -83,7 +83,7 @@ def test_step_d_stop_and_resume_over_http_gives_the_identical_table(ch_backend, 
                                 settings, ch, on_event=stop_after_two)
     assert outcome.state is JobState.STOPPED
     state = json.loads(state_path(settings.runtime).read_text())
-    assert state["status"] == "running" and state["pairs_done"] == state["batch_idx"] * 23
+    assert state["status"] == "stopped" and state["pairs_done"] == state["batch_idx"] * 23
     resumed = EnrichmentJob(["D"], resume=True, batch_size=7, remote_checkpoints=False, run_gates=False)
     outcome, _ = run_enrichment(resumed, settings, ch)
     assert outcome.state is JobState.DONE, outcome.error

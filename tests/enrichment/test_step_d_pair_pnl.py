@@ -10,7 +10,7 @@ from engine.enrichment.demo import generate_demo
 from engine.enrichment.job import EnrichmentJob
 from engine.enrichment.stepd import freeze_payouts, freeze_worklist, pnl_agreement, pnl_checksum, write_pair_pnl
 from engine.enrichment.writes import KeyRange, write_trades
-from engine.events import CheckpointSaved, Failure, JobState, LogLine
+from engine.events import CheckpointSaved, Failure, JobState, LogLine, Progress
 from tests.enrichment.conftest import run_enrichment
 
 RESET = "ALTER TABLE $db.trades_raw UPDATE realized_pnl_usd = NULL, is_resolved = 0 WHERE 1"
@@ -51,7 +51,7 @@ def test_a_stopped_run_leaves_trades_as_they_were_and_its_resume_writes_them(set
     assert outcome.state is JobState.STOPPED, outcome.error
     state = json.loads(state_path(settings.runtime).read_text())
     done = state["pairs_done"]
-    assert state["status"] == "running" and 0 < done < state["pairs_total"]
+    assert state["status"] == "stopped" and 0 < done < state["pairs_total"]  # stopped, not killed
     assert pnl_checksum(ch) == reset  # nothing of trades_raw is written before every batch is done
     assert ch.scalar("SELECT count() FROM $db.step_d_pair_pnl FINAL") == done
 
@@ -184,3 +184,29 @@ def test_a_write_still_pending_from_an_earlier_attempt_is_waited_for_before_writ
     assert outcome.state is JobState.FAILED and "still pending after 1.5s" in outcome.error
     assert any(m.startswith("every batch done") for m in rec.messages())
     assert len(pending) == 1 and after == before  # nothing was written beside the pending mutation
+
+
+def test_a_run_stopped_before_its_first_batch_leaves_the_complete_runs_checkpoint(settings, ch) -> None:
+    """Only a run that saved a checkpoint marks it stopped: one stopped before its first batch
+    leaves the previous complete run's checkpoint as it was, so the next run is still incremental."""
+    generate_demo(ch, "small", seed=8)
+    run_enrichment(_job(), settings, ch)
+    complete = state_path(settings.runtime).read_text()
+    assert json.loads(complete)["status"] == "done"
+    ch.command("INSERT INTO $db.trades_raw (trade_id, wallet_address, market_id, condition_id, outcome_index, side, "
+               "price, shares, usd_value, timestamp, tx_hash) SELECT concat(trade_id, '-late'), wallet_address, "
+               "market_id, condition_id, outcome_index, side, price, shares, usd_value, timestamp, tx_hash "
+               "FROM $db.trades_raw ORDER BY trade_id LIMIT 1")
+
+    def stop_at_once(event, control) -> None:
+        if isinstance(event, Progress) and event.step == "D":
+            control.stop("test stop")
+
+    outcome, _ = run_enrichment(_job(), settings, ch, on_event=stop_at_once)
+    assert outcome.state is JobState.STOPPED, outcome.error
+    assert state_path(settings.runtime).read_text() == complete
+
+    outcome, _ = run_enrichment(_job(), settings, ch)
+    assert outcome.state is JobState.DONE, outcome.error
+    after = json.loads(state_path(settings.runtime).read_text())
+    assert (after["status"], after["mode"], after["pairs_total"]) == ("done", "incremental", 1)

@@ -46,7 +46,7 @@ def test_stop_then_resume_gives_the_identical_table(settings, ch, resume_batch_s
     state = json.loads(state_path(settings.runtime).read_text())
     # The stop lands at the next boundary: after batch 3, or after batch 4 when its UPDATE had already
     # started while checkpoint 3 was being written. Whole batches either way.
-    assert state["status"] == "running" and state["batch_idx"] in (3, 4)
+    assert state["status"] == "stopped" and state["batch_idx"] in (3, 4)
     assert state["pairs_done"] == state["batch_idx"] * 23
     assert state["cursor"]["wallet_address"] and state["fingerprint"].startswith("fp2:sha256:")
     # a fresh run takes its fingerprint from the work-list build: it must equal the full-scan one
