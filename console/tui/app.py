@@ -179,7 +179,7 @@ class OpsConsoleApp(App[int]):
             async with connect(self.settings.runtime, name) as client:
                 snap = client.snapshot
         except JobNotRunning as exc:
-            ended = last_outcome(self.settings.runtime, name)
+            ended = await asyncio.to_thread(last_outcome, self.settings.runtime, name)  # reads its log
             if ended["exit"] is None:  # never ran, or killed: nothing to report but the refusal
                 self.notify(redact(str(exc)), title="attach", severity="error", timeout=15)
             else:  # it ended between starting (or being listed) and this attach
