@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -141,14 +140,15 @@ def snapshot_events(snapshot: Any) -> list[Event]:
     # on it. Stamped when the job entered it, it stands there in time order: the log reads "running"
     # before the lines the job wrote since. Older jobs do not say when: then it goes last, stamped
     # with the newest thing the job reported.
-    state = StateChanged(job=snapshot.job, state=snapshot.state, reason=snapshot.reason,
-                         ts=snapshot.state_ts if snapshot.state_ts is not None else 0.0)
+    def state_at(ts: float) -> StateChanged:
+        return StateChanged(job=snapshot.job, state=snapshot.state, reason=snapshot.reason, ts=ts)
+
     if snapshot.state_ts is not None:
-        events.append(state)
+        events.append(state_at(snapshot.state_ts))
     events.sort(key=lambda e: e.ts)  # stable: the state follows lines of the same instant
     events.insert(0, JobStarted(job=snapshot.job, panels=tuple(snapshot.panels), ts=snapshot.started_at))
     if snapshot.state_ts is None:
-        events.append(replace(state, ts=max([snapshot.started_at] + [e.ts for e in events])))
+        events.append(state_at(max([snapshot.started_at] + [e.ts for e in events])))
     return events
 
 

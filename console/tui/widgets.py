@@ -283,10 +283,12 @@ class ProgressPanel(Vertical):
             cp_lines = [f"checkpoint [b]{clock_text(cp.ts)}[/] {esc(cp.where)} · batch {fmt_count(cp.batch_idx)}",
                         f"cursor {esc(short_json(cp.cursor, 120))}"]
         if "batch_size" in live or "mutation_wait_every" in live:
-            known = [(f"batch size [b]{fmt_count(live['batch_size'])}[/]" if "batch_size" in live else ""),
-                     (f"mutation wait every [b]{fmt_count(live['mutation_wait_every'])}[/]"
-                      if "mutation_wait_every" in live else "")]
-            cp_lines.append(" · ".join(k for k in known if k))
+            parts = []
+            if "batch_size" in live:
+                parts.append(f"batch size [b]{fmt_count(live['batch_size'])}[/]")
+            if "mutation_wait_every" in live:
+                parts.append(f"mutation wait every [b]{fmt_count(live['mutation_wait_every'])}[/]")
+            cp_lines.append(" · ".join(parts))
         elif live:
             cp_lines.append("live " + ", ".join(f"{esc(k)}=[b]{esc(v)}[/]" for k, v in live.items()))
         cp_text = "\n".join(cp_lines)

@@ -85,11 +85,6 @@ class CheckpointWriter:
             ctx.log(f"the remote checkpoint in Postgres is behind the local one (pairs_done={state.pairs_done:,} "
                     f"locally): {error}", level="WARNING", step="D")
 
-    async def retry_mirror(self) -> None:
-        """After a stop: one more real attempt when the mirror is behind, so it ends current."""
-        if self.remote is not None and self.remote.failures and self.last_saved is not None:
-            await self.mirror(self.last_saved, final=True)
-
     async def _mirror_loop(self) -> None:
         async with self._mirror_queue:
             async for state in self._mirror_queue:

@@ -434,11 +434,10 @@ class StepD:
         """A graceful stop: the newest checkpoint again, saying `stopped` (the same position), so a
         shell or the launcher can tell it from a killed run. A run stopped before its first batch
         saved nothing, and leaves the previous checkpoint as it was (a complete run's stays done,
-        and the next run stays incremental)."""
-        if self.writer.last_saved is None:
-            await self.writer.retry_mirror()
-            return
-        await self.writer.save(self._checkpoint("stopped"), final=True)
+        and the next run stays incremental). Saved `final`, it is mirrored inline: a mirror that fell
+        behind during the run is brought current before the job ends."""
+        if self.writer.last_saved is not None:
+            await self.writer.save(self._checkpoint("stopped"), final=True)
 
     async def _load(self, resume: bool) -> tuple[StepDCheckpoint | None, str]:
         """The checkpoint to resume from (None: start from the beginning) and where it was read."""
